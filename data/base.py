@@ -1,0 +1,77 @@
+"""What every data source provides, and the one error type for bad input.
+
+A source is one data set on disk (CIFAR-10, CelebA-HQ TFRecords, a folder, ...). Sources small
+enough for memory implement `arrays`; sources that must be streamed implement `records`.
+Everything after that (sharding, shuffling, batching, repeat, prefetch) is `data.pipeline`'s job
+and is shared by every source.
+"""
+import dataclasses
+from typing import Optional
+
+import numpy as np
+
+SPLITS = ("train", "test")
+
+
+class DataError(Exception):
+    """Missing or malformed data. The message is one line: the file, the problem and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    image_shape: tuple  # (H, W, C)
+    num_classes: int  # 0 when the set carries no labels (every label is then 0)
+    split_sizes: dict  # {"train": N, "test": M}
+    class_names: tuple = ()
+    attribute_names: tuple = ()  # e.g. the 40 CelebA attributes; () when there are none
+
+
+@dataclasses.dataclass
+class Arrays:
+    images: np.ndarray  # uint8 [N, H, W, C]
+    labels: np.ndarray  # int32 [N]
+    attributes: Optional[np.ndarray] = None  # int32 [N, A] (values +-1 for CelebA), or None
+
+
+class Source:
+    """One data set under `data_dir`.
+
+    `image_size` is the requested square side for sources that offer several resolutions or
+    resize (folders, CelebA-HQ, ImageNet 32/64); fixed-size sources reject any other value.
+    `info()` must be cheap: it may read headers, file lists or a small cached index, never all
+    the pixels. Constructors check nothing; errors surface from `info`/`arrays`/`records`.
+    """
+
+    name = None
+    streamed = False  # True: implements `records`; False: implements `arrays`
+
+    def __init__(self, data_dir, image_size=None):
+        self.data_dir = data_dir
+        self.image_size = image_size
+
+    def info(self) -> DatasetInfo:
+        raise NotImplementedError
+
+    def arrays(self, split) -> Arrays:
+        """The whole split in memory, in a stable order."""
+        raise NotImplementedError
+
+    def records(self, split):
+        """A tf.data.Dataset of (image uint8 [H,W,C], label int32 [], attributes int32 [A]) in a
+        stable order (A = 0 when the set has no attributes)."""
+        raise NotImplementedError
+
+
+SOURCES = {}
+
+
+def register(cls):
+    """Class decorator: make a Source available to `data.load(cls.name, ...)`."""
+    SOURCES[cls.name] = cls
+    return cls
+
+
+def check_split(split):
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
