@@ -1,0 +1,93 @@
+"""Draw samples from a checkpoint written by train.py, with its Polyak-averaged weights.
+
+    python3 sample.py -o save --n 16 --seed 1            # save/sample_naive_seed1.png + .npz
+    python3 sample.py --checkpoint save/ckpt-4 --label 3 --out cats.png
+
+The model configuration is stored in the checkpoint, so no architecture flags are needed. The
+same --seed gives the same images.
+"""
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from trainer import checkpoint, families, flags, images  # noqa: E402
+from trainer.ema import ExponentialMovingAverage  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("-o", "--save_dir", default="save", help="newest checkpoint in here")
+    parser.add_argument("--checkpoint", default=None,
+                        help="a checkpoint prefix such as save/ckpt-4 (overrides --save_dir)")
+    parser.add_argument("--model", default=None, choices=families.names(),
+                        help="refuse checkpoints of any other model family")
+    parser.add_argument("--n", type=flags.positive_int, default=16, help="number of images")
+    parser.add_argument("-s", "--seed", type=int, default=1)
+    parser.add_argument("--label", type=int, default=None,
+                        help="class of every image (class-conditional models; default: cycle "
+                             "through the classes)")
+    parser.add_argument("--sampler", default=None,
+                        help="one of the model family's samplers (default: the family's default, "
+                             "naive for PixelCNN++)")
+    parser.add_argument("--out", default=None,
+                        help="PNG path; the raw uint8 images go beside it as .npz (default "
+                             "<checkpoint dir>/sample_<sampler>_seed<seed>.png)")
+    return parser.parse_args(argv)
+
+
+def class_labels(label, num_images, num_classes):
+    """The label of every image, or None for an unconditional model."""
+    if not num_classes:
+        if label is not None:
+            raise checkpoint.CheckpointError("--label: the model is not class-conditional")
+        return None
+    if label is None:
+        return np.arange(num_images) % num_classes
+    if not 0 <= label < num_classes:
+        raise checkpoint.CheckpointError(f"--label {label}: the model has classes "
+                                         f"0..{num_classes - 1}")
+    return np.full([num_images], label)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        path = checkpoint.find_checkpoint(args.save_dir, args.checkpoint)
+        stored = checkpoint.read_run_config(path)
+        kind = stored.get("model")
+        if kind not in families.FAMILIES:
+            raise checkpoint.CheckpointError(f"{path} holds a {kind!r} model, which this code "
+                                             f"cannot load (known: {', '.join(families.names())})")
+        if args.model and kind != args.model:
+            raise checkpoint.CheckpointError(f"{path} holds a {kind!r} model, not "
+                                             f"{args.model!r}")
+        family = families.get(kind)
+        args.sampler = args.sampler or family.DEFAULT_SAMPLER
+        if args.sampler not in family.SAMPLERS:
+            raise checkpoint.CheckpointError(f"--sampler {args.sampler}: {kind} offers "
+                                             f"{', '.join(sorted(family.SAMPLERS))}")
+        model = family.build(stored["model_config"])
+        ema = ExponentialMovingAverage(model.trainable_variables, stored["ema_decay"])
+        checkpoint.restore_weights(path, model=model, ema=ema)
+        labels = class_labels(args.label, args.n, stored["model_config"].get("num_classes", 0))
+    except checkpoint.CheckpointError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    samples = family.SAMPLERS[args.sampler](model, args.n, seed=[args.seed, 0], labels=labels,
+                                            ema=ema)
+    out = args.out or os.path.join(os.path.dirname(path),
+                                   f"sample_{args.sampler}_seed{args.seed}.png")
+    prefix = out[:-len(".png")] if out.endswith(".png") else out
+    images.save_samples(prefix, samples)
+    print(f"wrote {prefix}.png and {prefix}.npz ({args.n} images from {path}, "
+          f"sampler {args.sampler}, seed {args.seed})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Train a likelihood model of images (PixelCNN++ by default) with the shared trainer.
+
+    python3 train.py                          # small PixelCNN++ on the embedded real32 set (CPU)
+    python3 train.py -d cifar -i /data/cifar  # openai/pixel-cnn's CIFAR-10 setting (8 GPUs x 16)
+    python3 train.py -d cifar -i /data/cifar -r   # resume from the newest checkpoint in save/
+    python3 train.py --eval_only              # test bits/dim + per-image NLL of save/'s checkpoint
+
+Flags left unset take the per-data-set defaults of the model family
+(trainer/families/<family>.py); the log prints the resolved configuration.
+"""
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+import data  # noqa: E402
+from trainer import checkpoint, dist, flags, loop  # noqa: E402
+from trainer.logger import Logger  # noqa: E402
+
+
+def evaluate_only(trainer, args):
+    nats = trainer.evaluate()
+    out = args.out or os.path.join(args.save_dir, "test_nll.npy")
+    temporary = f"{out}.tmp{os.getpid()}.npy"
+    np.save(temporary, nats)
+    os.replace(temporary, out)
+    print(f"test bits_per_dim = {trainer.test_bits_per_dim(nats):.4f} over {len(nats)} images; "
+          f"per-image NLL (nats) written to {out}")
+
+
+def main(argv=None):
+    args, family = flags.parse_train_args(argv)
+    try:
+        strategy, devices = dist.mirrored_strategy(args.nr_gpu)
+        trainer = loop.Trainer(family, args, strategy)
+        started = trainer.start(resume=args.load_params or args.eval_only)
+        if args.eval_only:
+            evaluate_only(trainer, args)
+            return 0
+        logger = Logger(args.save_dir)
+        logger.config({**vars(args), "devices": devices, "global_batch": trainer.global_batch,
+                       "steps_per_epoch": trainer.steps_per_epoch,
+                       "parameters": trainer.model.num_parameters(), "start": started},
+                      resumed=args.load_params)
+        trainer.fit(logger)
+    except loop.NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (data.DataError, dist.DeviceError, loop.ConfigError,
+            checkpoint.CheckpointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

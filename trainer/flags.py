@@ -1,0 +1,95 @@
+"""Command-line flags of train.py, defined once.
+
+Flags the trainer needs for every family live here; each family adds its own
+(`trainer.families.<family>.add_arguments`). Flags whose best value depends on the data set
+(architecture, batch size, epochs, devices) default to None and are filled from the family's one
+per-data-set table (`defaults(data_set)`): the paper setting for the paper data sets, a small CPU
+setting for the embedded ones. A flag given on the command line always wins.
+"""
+import argparse
+
+import data
+from trainer import families
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def train_parser(family):
+    parser = argparse.ArgumentParser(
+        description="Train (or evaluate) a likelihood model of images.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model", default=families.DEFAULT_FAMILY, choices=families.names(),
+                        help="model family")
+    parser.add_argument("-i", "--data_dir", default="datasets",
+                        help="data location (the image folder itself for --data_set folder)")
+    parser.add_argument("-o", "--save_dir", default="save",
+                        help="checkpoints, logs and samples")
+    parser.add_argument("-d", "--data_set", default=data.DEFAULT_DATA_SET, choices=data.names())
+    parser.add_argument("--image_size", type=positive_int, default=None,
+                        help="square side for data sets that resize (folder, imagenet, celebahq)")
+    parser.add_argument("-t", "--save_interval", type=positive_int, default=None,
+                        help="epochs between checkpoints and sample grids")
+    parser.add_argument("-r", "--load_params", action="store_true",
+                        help="resume from the newest checkpoint in --save_dir")
+    parser.add_argument("-b", "--batch_size", type=positive_int, default=None,
+                        help="images per device and step")
+    parser.add_argument("-u", "--init_batch_size", type=positive_int, default=16,
+                        help="images for the data-dependent initialisation")
+    parser.add_argument("-x", "--max_epochs", type=positive_int, default=None,
+                        help="epochs to train")
+    parser.add_argument("-g", "--nr_gpu", type=positive_int, default=None,
+                        help="devices to train on data-parallel (logical CPU devices if no GPU)")
+    parser.add_argument("-ns", "--num_samples", type=int, default=1,
+                        help="batches of samples per save")
+    parser.add_argument("--sample_batch_size", type=positive_int, default=None,
+                        help="images per sample batch (unset and not in the per-data-set table: "
+                             "batch_size * nr_gpu, as openai/pixel-cnn)")
+    parser.add_argument("-s", "--seed", type=int, default=1,
+                        help="seeds the initial weights, data order, dropout and samples")
+    parser.add_argument("--eval_only", action="store_true",
+                        help="only evaluate the newest checkpoint in --save_dir on the test set")
+    parser.add_argument("--out", default=None,
+                        help="--eval_only: where to write per-image test NLL in nats (.npy; "
+                             "default <save_dir>/test_nll.npy)")
+    family.add_arguments(parser)
+    describe_table_defaults(parser, family)
+    return parser
+
+
+def describe_table_defaults(parser, family):
+    """Spell out, in --help, the per-data-set defaults of the flags that default to None."""
+    tables = {name: family.defaults(name) for name in data.names()}
+    for action in parser._actions:
+        values = {}
+        for name, table in tables.items():
+            if action.default is None and action.dest in table:
+                values.setdefault(table[action.dest], []).append(name)
+        if values:
+            listed = "; ".join(f"{value} ({', '.join(names)})" for value, names in values.items())
+            # %(default).0s prints nothing: it stops the formatter from appending "(default: None)"
+            action.help = f"{action.help or ''} (default per data set: {listed})%(default).0s"
+
+
+def parse_train_args(argv=None):
+    """(args, family module) with every None default filled from the family's table."""
+    selector = argparse.ArgumentParser(add_help=False)
+    selector.add_argument("--model", default=families.DEFAULT_FAMILY, choices=families.names())
+    selected, _ = selector.parse_known_args(argv)
+    family = families.get(selected.model)
+    parser = train_parser(family)
+    args = parser.parse_args(argv)
+    for name, value in family.defaults(args.data_set).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.sample_batch_size is None:
+        args.sample_batch_size = args.batch_size * args.nr_gpu
+    if args.out and not args.eval_only:
+        parser.error("argument --out: only used with --eval_only")
+    if args.num_samples < 0:
+        parser.error(f"argument -ns/--num_samples: must be >= 0, got {args.num_samples}")
+    return args, family
