@@ -5,6 +5,13 @@
 
 The model configuration is stored in the checkpoint, so no architecture flags are needed. The
 same --seed gives the same images.
+
+A model family may add its own flags and outputs (temperatures, interpolation sheets, ...): its
+adapter module (trainer/families/<family>.py) then defines
+    add_sample_arguments(group)       flags, in an argument group named after the family
+    sample_main(args, model, ema, stored_config, prefix) -> [written paths]
+and sample.py hands over to `sample_main` instead of writing one grid from SAMPLERS. Flags of a
+family other than the checkpoint's are refused.
 """
 import argparse
 import os
@@ -37,7 +44,23 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=None,
                         help="PNG path; the raw uint8 images go beside it as .npz (default "
                              "<checkpoint dir>/sample_<sampler>_seed<seed>.png)")
-    return parser.parse_args(argv)
+    parser.add_argument("--seed_b", type=int, default=None,
+                        help="interpolation: the second end's seed (families that interpolate)")
+    parser.add_argument("--label_b", type=int, default=None,
+                        help="interpolation: the second end's class (class-conditional models)")
+    parser.add_argument("--steps", type=flags.positive_int, default=8,
+                        help="interpolation: images from one end to the other, both included")
+    family_flags = {}
+    for name in families.names():
+        family = families.get(name)
+        if hasattr(family, "add_sample_arguments"):
+            group = parser.add_argument_group(f"--model {name} only")
+            family.add_sample_arguments(group)
+            family_flags[name] = [action.dest for action in group._group_actions]
+    args = parser.parse_args(argv)
+    return args, {name: {dest: getattr(args, dest) for dest in dests
+                         if getattr(args, dest) != parser.get_default(dest)}
+                  for name, dests in family_flags.items()}
 
 
 def class_labels(label, num_images, num_classes):
@@ -54,8 +77,17 @@ def class_labels(label, num_images, num_classes):
     return np.full([num_images], label)
 
 
+def check_family_flags(kind, given_by_family):
+    """Refuse flags that belong to another model family than the checkpoint's."""
+    for name, given in given_by_family.items():
+        if name != kind and given:
+            flag = "--" + sorted(given)[0]
+            raise checkpoint.CheckpointError(f"{flag} is a --model {name} flag; the checkpoint "
+                                             f"holds a {kind!r} model")
+
+
 def main(argv=None):
-    args = parse_args(argv)
+    args, given_by_family = parse_args(argv)
     try:
         path = checkpoint.find_checkpoint(args.save_dir, args.checkpoint)
         stored = checkpoint.read_run_config(path)
@@ -67,6 +99,7 @@ def main(argv=None):
             raise checkpoint.CheckpointError(f"{path} holds a {kind!r} model, not "
                                              f"{args.model!r}")
         family = families.get(kind)
+        check_family_flags(kind, given_by_family)
         args.sampler = args.sampler or family.DEFAULT_SAMPLER
         if args.sampler not in family.SAMPLERS:
             raise checkpoint.CheckpointError(f"--sampler {args.sampler}: {kind} offers "
@@ -78,11 +111,19 @@ def main(argv=None):
     except checkpoint.CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    samples = family.SAMPLERS[args.sampler](model, args.n, seed=[args.seed, 0], labels=labels,
-                                            ema=ema)
     out = args.out or os.path.join(os.path.dirname(path),
                                    f"sample_{args.sampler}_seed{args.seed}.png")
     prefix = out[:-len(".png")] if out.endswith(".png") else out
+    if hasattr(family, "sample_main"):
+        try:
+            written = family.sample_main(args, model, ema, stored, prefix)
+        except checkpoint.CheckpointError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(f"wrote {', '.join(written)} (from {path}, seed {args.seed})")
+        return 0
+    samples = family.SAMPLERS[args.sampler](model, args.n, seed=[args.seed, 0], labels=labels,
+                                            ema=ema)
     images.save_samples(prefix, samples)
     print(f"wrote {prefix}.png and {prefix}.npz ({args.n} images from {path}, "
           f"sampler {args.sampler}, seed {args.seed})")

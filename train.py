@@ -34,7 +34,9 @@ def main(argv=None):
     args, family = flags.parse_train_args(argv)
     try:
         strategy, devices = dist.mirrored_strategy(args.nr_gpu)
-        trainer = loop.Trainer(family, args, strategy)
+        # a family whose step is not "minimise one per-image loss" (a GAN) brings its own
+        # Trainer with the same interface (start, fit, evaluate, global_batch, ...)
+        trainer = getattr(family, "Trainer", loop.Trainer)(family, args, strategy)
         started = trainer.start(resume=args.load_params or args.eval_only)
         if args.eval_only:
             evaluate_only(trainer, args)
