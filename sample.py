@@ -1,6 +1,6 @@
 """Draw samples from a checkpoint written by train.py, with its Polyak-averaged weights.
 
-    python3 sample.py -o save --n 16 --seed 1            # save/sample_naive_seed1.png + .npz
+    python3 sample.py -o save --n 16 --seed 1            # save/sample_fast_seed1.png + .npz
     python3 sample.py --checkpoint save/ckpt-4 --label 3 --out cats.png
 
 The model configuration is stored in the checkpoint, so no architecture flags are needed. The
@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from trainer import checkpoint, families, flags, images  # noqa: E402
+from trainer import checkpoint, export, families, flags, images  # noqa: E402
 from trainer.ema import ExponentialMovingAverage  # noqa: E402
 
 
@@ -40,7 +40,8 @@ def parse_args(argv=None):
                              "through the classes)")
     parser.add_argument("--sampler", default=None,
                         help="one of the model family's samplers (default: the family's default, "
-                             "naive for PixelCNN++)")
+                             "fast for PixelCNN++: the cached sampler; naive: "
+                             "a full forward pass per pixel, same images)")
     parser.add_argument("--out", default=None,
                         help="PNG path; the raw uint8 images go beside it as .npz (default "
                              "<checkpoint dir>/sample_<sampler>_seed<seed>.png)")
@@ -50,6 +51,9 @@ def parse_args(argv=None):
                         help="interpolation: the second end's class (class-conditional models)")
     parser.add_argument("--steps", type=flags.positive_int, default=8,
                         help="interpolation: images from one end to the other, both included")
+    parser.add_argument("--export", default=None, metavar="DIR",
+                        help="write a hub-style SavedModel (z, y, truncation -> images in [-1, 1]) "
+                             "to DIR instead of sampling; see trainer/export.py")
     family_flags = {}
     for name in families.names():
         family = families.get(name)
@@ -105,12 +109,22 @@ def main(argv=None):
             raise checkpoint.CheckpointError(f"--sampler {args.sampler}: {kind} offers "
                                              f"{', '.join(sorted(family.SAMPLERS))}")
         model = family.build(stored["model_config"])
-        ema = ExponentialMovingAverage(model.trainable_variables, stored["ema_decay"])
+        # a model that owns its averages (BigGAN: the EMA of G) is checkpointed with them as `ema`
+        ema = getattr(model, "ema", None) or ExponentialMovingAverage(model.trainable_variables,
+                                                                      stored["ema_decay"])
         checkpoint.restore_weights(path, model=model, ema=ema)
         labels = class_labels(args.label, args.n, stored["model_config"].get("num_classes", 0))
     except checkpoint.CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.export:
+        try:
+            export.export(family, model, ema, stored, args, args.export)
+        except export.ExportError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(f"wrote SavedModel {args.export} (from {path})")
+        return 0
     out = args.out or os.path.join(os.path.dirname(path),
                                    f"sample_{args.sampler}_seed{args.seed}.png")
     prefix = out[:-len(".png")] if out.endswith(".png") else out

@@ -79,9 +79,16 @@ def dropout(x, rate, seed):
     return tf.nn.experimental.stateless_dropout(x, rate=rate, seed=seed)
 
 
-def _maybe_average(variable, ema):
-    """The variable itself, or its Polyak average when an EMA object is given."""
+def averaged(variable, ema):
+    """The variable itself, or its Polyak average when an EMA object is given (openai/pixel-cnn's
+    get_var_maybe_avg); every layer, cached or not, reads its weights through this."""
     return variable if ema is None else ema.average(variable)
+
+
+def gated_residual(x, c2):
+    """The gate of the gated ResNet block: x + c2[..., :F] * sigmoid(c2[..., F:])."""
+    value, gate = tf.split(c2, 2, axis=-1)
+    return x + value * tf.sigmoid(gate)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -103,7 +110,7 @@ class _WeightNormLayer(tf.Module):
 
     def weights(self, ema=None):
         """The effective kernel W = g * V/||V|| and the bias b (Polyak averages when `ema`)."""
-        V, g, b = (_maybe_average(v, ema) for v in (self.V, self.g, self.b))
+        V, g, b = (averaged(v, ema) for v in (self.V, self.g, self.b))
         return self._normalised_direction(V, g), b
 
     def _pad_input(self, x):
@@ -282,9 +289,8 @@ class GatedResnet(tf.Module):
             c1 = dropout(c1, self.dropout_p, dropout_seed)
         c2 = self.conv2(c1, ema=ema, init=init)
         if h is not None:
-            c2 += tf.matmul(tf.cast(h, c2.dtype), _maybe_average(self.hw, ema))[:, None, None, :]
-        value, gate = tf.split(c2, 2, axis=-1)
-        return x + value * tf.sigmoid(gate)
+            c2 += tf.matmul(tf.cast(h, c2.dtype), averaged(self.hw, ema))[:, None, None, :]
+        return gated_residual(x, c2)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -142,7 +142,7 @@ def test_sample_errors_are_one_line(reference_run, tmp_path, capsys):
     other_path = other.save(str(tmp_path / "o" / "ckpt"))
     assert "'biggan' model" in error_of(["--checkpoint", other_path])
     assert "not class-conditional" in error_of(["-o", str(reference_run), "--label", "1"])
-    assert "offers naive" in error_of(["-o", str(reference_run), "--sampler", "no_such"])
+    assert "offers fast, naive" in error_of(["-o", str(reference_run), "--sampler", "no_such"])
 
 
 def test_train_errors_are_one_line(reference_run, tiny_image_folder, tmp_path, capsys):
