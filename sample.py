@@ -103,6 +103,9 @@ def main(argv=None):
             raise checkpoint.CheckpointError(f"{path} holds a {kind!r} model, not "
                                              f"{args.model!r}")
         family = families.get(kind)
+        if "model_config" not in stored:
+            raise checkpoint.CheckpointError(f"{path} stores no model configuration (not written "
+                                             f"by train.py, or corrupt)")
         check_family_flags(kind, given_by_family)
         args.sampler = args.sampler or family.DEFAULT_SAMPLER
         if args.sampler not in family.SAMPLERS:

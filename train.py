@@ -4,6 +4,10 @@
     python3 train.py -d cifar -i /data/cifar  # openai/pixel-cnn's CIFAR-10 setting (8 GPUs x 16)
     python3 train.py -d cifar -i /data/cifar -r   # resume from the newest checkpoint in save/
     python3 train.py --eval_only              # test bits/dim + per-image NLL of save/'s checkpoint
+    horovodrun -np 4 python3 train.py -g 1 ...    # 4 processes (Horovod), one device each
+    TF_CONFIG='{...}' python3 train.py -g 1 ...   # one worker of a MultiWorkerMirroredStrategy
+
+Several processes (trainer/dist.py) read a shard of the data each; rank 0 alone prints and writes.
 
 Flags left unset take the per-data-set defaults of the model family
 (trainer/families/<family>.py); the log prints the resolved configuration.
@@ -21,7 +25,9 @@ from trainer.logger import Logger  # noqa: E402
 
 
 def evaluate_only(trainer, args):
-    nats = trainer.evaluate()
+    nats = trainer.evaluate()  # every process takes part; rank 0 writes
+    if not trainer.processes.is_chief:
+        return
     out = args.out or os.path.join(args.save_dir, "test_nll.npy")
     temporary = f"{out}.tmp{os.getpid()}.npy"
     np.save(temporary, nats)
@@ -33,19 +39,28 @@ def evaluate_only(trainer, args):
 def main(argv=None):
     args, family = flags.parse_train_args(argv)
     try:
-        strategy, devices = dist.mirrored_strategy(args.nr_gpu)
+        strategy, processes, devices = dist.setup(args.nr_gpu)
         # a family whose step is not "minimise one per-image loss" (a GAN) brings its own
         # Trainer with the same interface (start, fit, evaluate, global_batch, ...)
-        trainer = getattr(family, "Trainer", loop.Trainer)(family, args, strategy)
+        if hasattr(family, "Trainer"):
+            if processes.size > 1:
+                raise dist.DeviceError(f"--model {args.model} trains in one process only; "
+                                       f"launch it without horovodrun or TF_CONFIG")
+            trainer = family.Trainer(family, args, strategy)
+        else:
+            trainer = loop.Trainer(family, args, strategy, processes)
         started = trainer.start(resume=args.load_params or args.eval_only)
         if args.eval_only:
             evaluate_only(trainer, args)
             return 0
-        logger = Logger(args.save_dir)
-        logger.config({**vars(args), "devices": devices, "global_batch": trainer.global_batch,
-                       "steps_per_epoch": trainer.steps_per_epoch,
-                       "parameters": trainer.model.num_parameters(), "start": started},
-                      resumed=args.load_params)
+        logger = None
+        if processes.is_chief:
+            logger = Logger(args.save_dir)
+            logger.config({**vars(args), "devices": devices, "processes": processes.size,
+                           "global_batch": trainer.global_batch,
+                           "steps_per_epoch": trainer.steps_per_epoch,
+                           "parameters": trainer.model.num_parameters(), "start": started},
+                          resumed=args.load_params)
         trainer.fit(logger)
     except loop.NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)

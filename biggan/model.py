@@ -342,6 +342,11 @@ class BigGAN(tf.Module):
             self.ema = ExponentialMovingAverage(self.G.averaged_variables(), config.ema_decay,
                                                 name="G_ema")
 
+    def num_parameters(self):
+        """Trainable weights of G and D (what train.py logs for every model family)."""
+        variables = self.G.trainable_variables + self.D.trainable_variables
+        return sum(int(np.prod(v.shape)) for v in variables)
+
     def ortho_loss(self):
         """Orthogonal regularisation of G (layers.orthogonal_regularization, beta = G_ortho)."""
         return tf.add_n([layers.orthogonal_regularization(w, self.config.G_ortho)

@@ -138,9 +138,9 @@ def test_sample_errors_are_one_line(reference_run, tmp_path, capsys):
     assert "cannot" in error_of(["-o", str(corrupt)])
     foreign = tf.train.Checkpoint(weights=tf.Variable([1.0])).save(str(tmp_path / "f" / "ckpt"))
     assert "not written by this trainer" in error_of(["--checkpoint", foreign])
-    other = tf.train.Checkpoint(run_config=tf.Variable(json.dumps({"model": "biggan"})))
+    other = tf.train.Checkpoint(run_config=tf.Variable(json.dumps({"model": "wavenet"})))
     other_path = other.save(str(tmp_path / "o" / "ckpt"))
-    assert "'biggan' model" in error_of(["--checkpoint", other_path])
+    assert "'wavenet' model" in error_of(["--checkpoint", other_path])
     assert "not class-conditional" in error_of(["-o", str(reference_run), "--label", "1"])
     assert "offers fast, naive" in error_of(["-o", str(reference_run), "--sampler", "no_such"])
 

@@ -14,7 +14,14 @@ from trainer.logger import Logger
 # Tiny models (dropout off) per family; a family joins these tests by adding its flags here.
 FAMILY_FLAGS = {
     "pixelcnn": ["-q", "1", "-n", "8", "-m", "2", "-p", "0"],
+    "glow": ["--n_levels", "2", "--depth", "2", "--width", "8"],
 }
+
+
+# One strategy per device count for the whole module: two MirroredStrategies over the same
+# devices in one process number their collectives alike, and the second family's step then
+# collides with the first's ("Shape mismatch in the collective instance").
+STRATEGIES = {}
 
 
 def make_trainer(family_name, folder, save_dir, nr_gpu, batch_size):
@@ -22,7 +29,9 @@ def make_trainer(family_name, folder, save_dir, nr_gpu, batch_size):
             "-o", str(save_dir), "-g", str(nr_gpu), "-b", str(batch_size), "-s", "7",
             *FAMILY_FLAGS[family_name]]
     args, family = flags.parse_train_args(argv)
-    strategy, _ = dist.mirrored_strategy(nr_gpu)
+    if nr_gpu not in STRATEGIES:
+        STRATEGIES[nr_gpu] = dist.mirrored_strategy(nr_gpu)[0]
+    strategy = STRATEGIES[nr_gpu]
     trainer = loop.Trainer(family, args, strategy)
     trainer.start(resume=False)
     return trainer

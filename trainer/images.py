@@ -23,7 +23,8 @@ def image_grid(images):
     return grid
 
 
-def _write_atomic(path, payload):
+def write_atomic(path, payload):
+    """Write bytes to `path` through a temporary file, so no reader ever sees half a file."""
     temporary = f"{path}.tmp{os.getpid()}"
     with open(temporary, "wb") as file:
         file.write(payload)
@@ -35,14 +36,14 @@ def save_png(path, image):
     image = np.asarray(image)
     buffer = io.BytesIO()
     Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, format="PNG")
-    _write_atomic(path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue())
 
 
 def save_npz(path, images):
     """Raw uint8 images [N, H, W, C] under the key `arr_0` (np.savez's default, as the original)."""
     buffer = io.BytesIO()
     np.savez(buffer, np.asarray(images, np.uint8))
-    _write_atomic(path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue())
 
 
 def save_samples(prefix, images):

@@ -1,20 +1,28 @@
 """The training loop for likelihood models, shared by every family (see trainer.families).
 
-One step: each replica takes its slice of the global batch, computes
+One step: each process reads a batch of its own data shard (--batch_size per device), each
+replica takes its slice of it and computes
     loss = sum over its images of bits/dim / global batch
-so the sum over replicas is the mean bits/dim of the global batch (the single-device loss), sums
-the gradients over replicas, applies the optimizer and then the Polyak average. Dropout noise is
-stateless, seeded by (seed, step, replica), so a resumed run draws the same masks.
+so the sum over replicas and processes is the mean bits/dim of the global batch (the single-device
+loss): one step of P processes with batch B equals one step of one process with batch P*B. The
+gradients are summed over replicas and processes (trainer.dist), the optimizer and then the
+Polyak average are applied identically everywhere. Dropout noise is stateless, seeded by (seed,
+step, global replica), so a resumed run draws the same masks.
 
 Every epoch: train bits/dim (raw weights, dropout on) and test bits/dim over every test image
-(Polyak averages, no dropout). After every save_interval-th epoch and the last: samples (PNG grid +
+(Polyak averages, no dropout; each process scores its shard and the results are summed into
+one vector in split order). After every save_interval-th epoch and the last: samples (PNG grid +
 raw npz) and then a checkpoint, which holds everything a resume needs: weights, averages,
 optimizer moments and step (the learning rate is a function of the step) and the epoch. The
 shuffle order of an epoch depends on (seed, epoch) only, and checkpoints are written at epoch
 ends, so a resumed run continues with exactly the batches the interrupted one would have seen.
+With several processes, rank 0's weights are broadcast after the init and after a resume, and only
+rank 0 prints, logs, samples and writes the checkpoint.
 """
 import math
 import os
+import shutil
+import tempfile
 import time
 
 import numpy as np
@@ -22,7 +30,9 @@ import tensorflow as tf
 from tqdm import tqdm
 
 import data
+from data.pipeline import shard_indices
 from trainer import checkpoint as ckpt
+from trainer import dist
 from trainer import images as image_files
 from trainer.ema import ExponentialMovingAverage
 
@@ -35,15 +45,18 @@ class NonFiniteLossError(Exception):
     """Training diverged. The message is one line."""
 
 
-def replica_slice(tensor, per_replica):
-    """This replica's contiguous slice of a global batch."""
-    replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+def replica_slice(tensor, per_replica, first_local_replica=0):
+    """This replica's contiguous slice of its process's batch (`first_local_replica`: the
+    strategy's id of this process's first replica, nonzero when the strategy spans processes)."""
+    replica = tf.distribute.get_replica_context().replica_id_in_sync_group - first_local_replica
     return tensor[replica * per_replica:(replica + 1) * per_replica]
 
 
-def dropout_seed(seed, step):
-    """The stateless seed of one replica's dropout noise at global step `step`."""
-    replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+def dropout_seed(seed, step, first_global_replica=0):
+    """The stateless seed of one replica's dropout noise at global step `step`; replicas are
+    numbered across processes, `first_global_replica` being the strategy's replica 0."""
+    replica = (tf.distribute.get_replica_context().replica_id_in_sync_group
+               + first_global_replica)
     return tf.random.experimental.stateless_fold_in(
         tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)]), replica)
 
@@ -67,21 +80,31 @@ class Trainer:
     """Builds the model, optimizer, averages and checkpoint for a run; `fit()` trains,
     `evaluate()` scores the test set."""
 
-    def __init__(self, family, args, strategy):
+    def __init__(self, family, args, strategy, processes=None):
+        """`strategy`: this process's devices; `processes`: the process group from
+        trainer.dist.setup (default: this process alone)."""
         self.family, self.args, self.strategy = family, args, strategy
+        self.processes = processes or dist.SingleProcess()
         self.info = data.info(args.data_set, args.data_dir, args.image_size)
         try:
             self.model_config = family.model_config(args, self.info)
         except ValueError as error:
             raise ConfigError(str(error)) from None
+        local_replicas = len(strategy.extended.worker_devices)
+        first_replica = self.processes.rank * local_replicas
+        # the strategy's replica ids are either this process's own or global (MultiWorker)
+        spans = self.processes.strategy_spans_processes
+        self.first_local_replica = first_replica if spans else 0
+        self.first_global_replica = 0 if spans else first_replica
         self.per_replica_batch = args.batch_size
-        self.global_batch = args.batch_size * strategy.num_replicas_in_sync
+        self.process_batch = args.batch_size * local_replicas
+        self.global_batch = self.process_batch * self.processes.size
         self.steps_per_epoch = self.info.split_sizes["train"] // self.global_batch
         if self.steps_per_epoch == 0:
             raise ConfigError(f"the train split of {args.data_set!r} has "
                               f"{self.info.split_sizes['train']} images, fewer than one global "
-                              f"batch ({args.batch_size} x {strategy.num_replicas_in_sync} "
-                              f"devices); lower --batch_size or --nr_gpu")
+                              f"batch ({args.batch_size} x {local_replicas} devices x "
+                              f"{self.processes.size} processes); lower --batch_size or --nr_gpu")
         self.ema_decay = family.ema_decay(args, self.steps_per_epoch)
 
         tf.random.set_seed(args.seed)  # the initial weights
@@ -92,6 +115,7 @@ class Trainer:
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.ema = None  # built by start(): after the data-dependent init on a fresh run
         self.checkpoint = None
+        self.scratch_dir = None  # a non-chief worker's private checkpoint directory
         self.train_step = tf.function(self._train_step_function, autograph=False)
         self.eval_step = tf.function(self._eval_step_function, autograph=False)
 
@@ -112,6 +136,7 @@ class Trainer:
             self._build_ema()
             self._build_checkpoint()
             self.checkpoint.restore(existing)
+            self._broadcast_state()
             return (f"resumed from {existing}: epoch {int(self.epoch.numpy())}, "
                     f"step {int(self.optimizer.iterations.numpy())}")
         else:
@@ -122,6 +147,7 @@ class Trainer:
             self._data_dependent_init()
             self._build_ema()
             self._build_checkpoint()
+            self._broadcast_state()
             return f"new run: data-dependent init on {self.args.init_batch_size} train images"
 
     def _check_stored_config(self, path):
@@ -139,7 +165,9 @@ class Trainer:
 
     def _data_dependent_init(self):
         """openai/pixel-cnn's init pass on init_batch_size training images, run once in
-        cross-replica context so every replica receives the same values."""
+        cross-replica context so every replica receives the same values. Every process inits
+        on the same (unsharded) batch; _broadcast_state then makes rank 0's values exact
+        everywhere, as openai/glow's broadcast after its init."""
         init_batch = data.load(self.args.data_set, self.args.data_dir, "train",
                                image_size=self.args.image_size,
                                batch_size=self.args.init_batch_size, shuffle=True,
@@ -154,9 +182,36 @@ class Trainer:
 
     def _build_checkpoint(self):
         config = run_config(self.family, self.args, self.model_config, self.ema_decay)
-        self.checkpoint = ckpt.RunCheckpoint(self.args.save_dir, config, model=self.model,
+        save_dir = self.args.save_dir
+        if not self.processes.is_chief:
+            self.scratch_dir = tempfile.mkdtemp(prefix=f"rank{self.processes.rank}_checkpoint_")
+            save_dir = self.scratch_dir
+        self.checkpoint = ckpt.RunCheckpoint(save_dir, config, model=self.model,
                                              ema=self.ema, optimizer=self.optimizer,
                                              epoch=self.epoch)
+
+    def _broadcast_state(self):
+        """Rank 0's weights, averages, optimizer state and counters on every process."""
+        if self.processes.size == 1:
+            return
+        state, seen = [], set()
+        for variable in (*self.model.variables, *self.ema.shadows, *self.optimizer.variables,
+                         self.epoch):
+            if variable.ref() not in seen:
+                seen.add(variable.ref())
+                state.append(variable)
+        self.processes.broadcast_variables(self.strategy, state)
+
+    def save_checkpoint(self, epoch):
+        """Rank 0 writes checkpoint `epoch` to save_dir (returns its path). Under
+        MultiWorkerMirroredStrategy the other workers write theirs to their scratch directory
+        and delete it (returns None); under Horovod they write nothing."""
+        if self.processes.is_chief:
+            return self.checkpoint.save(epoch)
+        if self.processes.every_process_saves:
+            self.checkpoint.save(epoch)
+            shutil.rmtree(self.scratch_dir, ignore_errors=True)
+        return None
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -166,11 +221,12 @@ class Trainer:
         image_shape = self.info.image_shape
 
         def replica_step(images, labels):
-            images = replica_slice(images, self.per_replica_batch)
-            labels = replica_slice(labels, self.per_replica_batch)
+            images = replica_slice(images, self.per_replica_batch, self.first_local_replica)
+            labels = replica_slice(labels, self.per_replica_batch, self.first_local_replica)
             with tf.GradientTape() as tape:
-                nats = self.family.nats(self.model, images, labels, training=True,
-                                        seed=dropout_seed(self.args.seed, step))
+                nats = self.family.nats(
+                    self.model, images, labels, training=True,
+                    seed=dropout_seed(self.args.seed, step, self.first_global_replica))
                 bits = self.family.bits_per_dim(nats, image_shape)
                 loss = tf.reduce_sum(bits) / self.global_batch
             return loss, tape.gradient(loss, self.variables)
@@ -178,29 +234,52 @@ class Trainer:
         losses, grads = self.strategy.run(replica_step, args=(images, labels))
         grads = self.strategy.extended.batch_reduce_to(
             tf.distribute.ReduceOp.SUM, list(zip(grads, self.variables)))
+        loss = self.strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+        *grads, loss = self.processes.sum_in_step([*grads, loss])
         self.optimizer.apply(grads, self.variables)
         self.ema.apply()
-        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+        return loss
 
     def _eval_step_function(self, images, labels):
-        """Per-image nats [global batch] of a (padded) global batch with the Polyak weights."""
+        """Per-image nats [process batch] of a (padded) process batch with the Polyak weights."""
         def replica_nats(images, labels):
-            return self.family.nats(self.model, replica_slice(images, self.per_replica_batch),
-                                    replica_slice(labels, self.per_replica_batch), ema=self.ema)
+            return self.family.nats(
+                self.model,
+                replica_slice(images, self.per_replica_batch, self.first_local_replica),
+                replica_slice(labels, self.per_replica_batch, self.first_local_replica),
+                ema=self.ema)
 
         per_replica = self.strategy.run(replica_nats, args=(images, labels))
         return tf.concat(self.strategy.experimental_local_results(per_replica), axis=0)
 
     # -- epochs -----------------------------------------------------------------------------
 
-    def train_epoch(self, epoch):
-        """One pass over the shuffled train split; returns the mean train bits/dim."""
+    def train_batches(self, epoch):
+        """This process's batches of one shuffled epoch: its shard of the train split, in
+        steps_per_epoch batches of process_batch images."""
         batches = data.load(self.args.data_set, self.args.data_dir, "train",
-                            image_size=self.args.image_size, batch_size=self.global_batch,
-                            shuffle=True, seed=self.args.seed, epoch=epoch, drop_remainder=True)
+                            image_size=self.args.image_size, batch_size=self.process_batch,
+                            shuffle=True, seed=self.args.seed, epoch=epoch, drop_remainder=True,
+                            num_shards=self.processes.size, shard_index=self.processes.rank)
+        # shards differ by at most one image: every process takes the same number of steps
+        return batches.take(self.steps_per_epoch)
+
+    def test_batches(self):
+        """This process's shard of the test split in split order, batches of process_batch
+        (the last one partial), and the split positions of its images."""
+        size, rank = self.processes.size, self.processes.rank
+        batches = data.load(self.args.data_set, self.args.data_dir, "test",
+                            image_size=self.args.image_size, batch_size=self.process_batch,
+                            num_shards=size, shard_index=rank)
+        return batches, shard_indices(self.info.split_sizes["test"], size, rank)
+
+    def train_epoch(self, epoch):
+        """One pass over this process's shard of the shuffled train split; returns the mean
+        train bits/dim."""
+        batches = self.train_batches(epoch)
         losses = []
         bar = tqdm(batches, total=self.steps_per_epoch, desc=f"epoch {epoch} train",
-                   leave=False)
+                   leave=False, disable=not self.processes.is_chief)
         for images, labels in bar:
             loss = float(self.train_step(images, labels))
             if not math.isfinite(loss):
@@ -214,16 +293,19 @@ class Trainer:
 
     def evaluate(self):
         """Per-image test NLL in nats (Polyak weights, no dropout) over every test image, in
-        the split's order: the last partial batch is padded and the padding discarded."""
-        batches = data.load(self.args.data_set, self.args.data_dir, "test",
-                            image_size=self.args.image_size, batch_size=self.global_batch)
-        total = math.ceil(self.info.split_sizes["test"] / self.global_batch)
+        the split's order, on every process. Each process scores its shard (the last partial
+        batch padded, the padding discarded) and writes its results at its images' positions
+        of a zero vector; the sum of these vectors over processes holds every image once."""
+        batches, positions = self.test_batches()
         results = []
-        for images, labels in tqdm(batches, total=total, desc="test", leave=False):
+        for images, labels in tqdm(batches, total=math.ceil(len(positions) / self.process_batch),
+                                   desc="test", leave=False, disable=not self.processes.is_chief):
             count = len(images)
-            images, labels = pad_batch(images.numpy(), labels.numpy(), self.global_batch)
+            images, labels = pad_batch(images.numpy(), labels.numpy(), self.process_batch)
             results.append(self.eval_step(images, labels).numpy()[:count])
-        return np.concatenate(results)
+        nats = np.zeros([self.info.split_sizes["test"]], np.float32)
+        nats[positions] = np.concatenate(results)
+        return self.processes.sum_over_processes(nats)
 
     def test_bits_per_dim(self, nats):
         return float(self.family.bits_per_dim(np.mean(nats.astype(np.float64)),
@@ -245,7 +327,8 @@ class Trainer:
         logger.image("samples", grid, int(self.optimizer.iterations.numpy()))
 
     def fit(self, logger):
-        """Train from the current epoch to max_epochs, logging to `logger` (trainer.logger)."""
+        """Train from the current epoch to max_epochs, logging to `logger` (trainer.logger;
+        None on processes other than rank 0, which log nothing)."""
         args = self.args
         for epoch in range(int(self.epoch.numpy()), args.max_epochs):
             started = time.time()
@@ -258,11 +341,14 @@ class Trainer:
                     f"last checkpoint in {args.save_dir!r} is untouched); lower --learning_rate")
             self.epoch.assign(epoch + 1)
             step = int(self.optimizer.iterations.numpy())
-            logger.epoch(epoch, step, time.time() - started,
-                         {"train_bits_per_dim": train_bpd, "test_bits_per_dim": test_bpd,
-                          "learning_rate": float(self.optimizer.learning_rate(step))})
+            chief = self.processes.is_chief
+            if chief:
+                logger.epoch(epoch, step, time.time() - started,
+                             {"train_bits_per_dim": train_bpd, "test_bits_per_dim": test_bpd,
+                              "learning_rate": float(self.optimizer.learning_rate(step))})
             if (epoch + 1) % args.save_interval == 0 or epoch == args.max_epochs - 1:
-                if args.num_samples:
+                if args.num_samples and chief:
                     self.save_samples(epoch, logger)
-                path = self.checkpoint.save(epoch)
-                logger.message(f"saved {path}")
+                path = self.save_checkpoint(epoch)
+                if chief:
+                    logger.message(f"saved {path}")

@@ -21,9 +21,9 @@ The loop (trainer.loop) is written for likelihood models (PixelCNN++, Glow); a f
 training step is not "minimise one per-image loss" (a GAN) brings its own step on top of the
 same devices, checkpoints, EMA and logging.
 """
-from trainer.families import pixelcnn
+from trainer.families import biggan, glow, pixelcnn
 
-FAMILIES = {module.NAME: module for module in (pixelcnn,)}
+FAMILIES = {module.NAME: module for module in (pixelcnn, glow, biggan)}
 DEFAULT_FAMILY = pixelcnn.NAME
 
 
