@@ -103,10 +103,10 @@ def main(argv=None):
             raise checkpoint.CheckpointError(f"{path} holds a {kind!r} model, not "
                                              f"{args.model!r}")
         family = families.get(kind)
+        check_family_flags(kind, given_by_family)
         if "model_config" not in stored:
             raise checkpoint.CheckpointError(f"{path} stores no model configuration (not written "
                                              f"by train.py, or corrupt)")
-        check_family_flags(kind, given_by_family)
         args.sampler = args.sampler or family.DEFAULT_SAMPLER
         if args.sampler not in family.SAMPLERS:
             raise checkpoint.CheckpointError(f"--sampler {args.sampler}: {kind} offers "
