@@ -149,7 +149,7 @@ def bench_tfp(args, batches, glow_results):
     shape = (args.image_size, args.image_size, 3)
     bijector = tfb.Glow(output_shape=shape, num_glow_blocks=args.n_levels, num_steps_per_block=args.depth,
                         coupling_bijector_fn=lambda s: tfb.GlowDefaultNetwork(s, num_hidden=args.width),
-                        seed=0)
+                        exit_bijector_fn=tfb.GlowDefaultExitNetwork, seed=0)
     z_shape = bijector.inverse_event_shape(shape)
     flow = tfd.TransformedDistribution(tfd.Sample(tfd.Normal(0.0, 1.0), z_shape), bijector)
     n_bins, dims = 256.0, float(np.prod(shape))
