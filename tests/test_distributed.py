@@ -190,9 +190,6 @@ def test_horovod_resume_restores_every_rank(horovod_venv, pixelcnn_tf213_referen
     assert np.mean(nats) / (8 * 8 * 3 * np.log(2)) == pytest.approx(single_bpd, rel=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason="trainer/families/glow.py gathers replica 0's noise seed "
-                   "over the strategy's replicas only, so under Horovod (one replica per process) "
-                   "every rank draws its own; see the trainer report")
 def test_glow_horovod_step_equals_single_process_step(horovod_venv, tiny_image_folder, tmp_path):
     run_single(horovod_env.python_of(horovod_venv),
                train_flags("glow", tiny_image_folder, tmp_path / "single", PROCESSES * BATCH))

@@ -6,8 +6,11 @@ replica takes its slice of it and computes
 so the sum over replicas and processes is the mean bits/dim of the global batch (the single-device
 loss): one step of P processes with batch B equals one step of one process with batch P*B. The
 gradients are summed over replicas and processes (trainer.dist), the optimizer and then the
-Polyak average are applied identically everywhere. Dropout noise is stateless, seeded by (seed,
-step, global replica), so a resumed run draws the same masks.
+Polyak average are applied identically everywhere. Noise is stateless: each step has a step seed
+(seed, step), the same on every replica, and each replica a replica seed (the step seed folded
+with its global replica id); a family draws per-replica noise (PixelCNN++ dropout) from the
+latter and per-image noise (Glow dequantisation) from the former, and a resumed run draws the
+same noise.
 
 Every epoch: train bits/dim (raw weights, dropout on) and test bits/dim over every test image
 (Polyak averages, no dropout; each process scores its shard and the results are summed into
@@ -52,13 +55,17 @@ def replica_slice(tensor, per_replica, first_local_replica=0):
     return tensor[replica * per_replica:(replica + 1) * per_replica]
 
 
-def dropout_seed(seed, step, first_global_replica=0):
-    """The stateless seed of one replica's dropout noise at global step `step`; replicas are
-    numbered across processes, `first_global_replica` being the strategy's replica 0."""
+def step_seed(seed, step):
+    """The stateless seed of global step `step`, the same on every replica and process."""
+    return tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)])
+
+
+def replica_seed(step_seed, first_global_replica=0):
+    """This replica's own seed of a step; replicas are numbered across processes,
+    `first_global_replica` being the strategy's replica 0."""
     replica = (tf.distribute.get_replica_context().replica_id_in_sync_group
                + first_global_replica)
-    return tf.random.experimental.stateless_fold_in(
-        tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)]), replica)
+    return tf.random.experimental.stateless_fold_in(step_seed, replica)
 
 
 def pad_batch(images, labels, size):
@@ -217,7 +224,7 @@ class Trainer:
 
     def _train_step_function(self, images, labels):
         """One optimizer + averaging step on a global batch; returns its mean bits/dim."""
-        step = self.optimizer.iterations + 1
+        this_step_seed = step_seed(self.args.seed, self.optimizer.iterations + 1)
         image_shape = self.info.image_shape
 
         def replica_step(images, labels):
@@ -226,7 +233,8 @@ class Trainer:
             with tf.GradientTape() as tape:
                 nats = self.family.nats(
                     self.model, images, labels, training=True,
-                    seed=dropout_seed(self.args.seed, step, self.first_global_replica))
+                    seed=replica_seed(this_step_seed, self.first_global_replica),
+                    step_seed=this_step_seed)
                 bits = self.family.bits_per_dim(nats, image_shape)
                 loss = tf.reduce_sum(bits) / self.global_batch
             return loss, tape.gradient(loss, self.variables)

@@ -9,7 +9,10 @@ An adapter module gives the trainer everything model-specific, as plain module-l
                                            (ValueError with a one-line message when impossible)
     build(config) -> tf.Module             every variable created
     initialize(model, images, labels, seed)          data-dependent init on uint8 images
-    nats(model, images, labels, training, ema, seed) per-image negative log-likelihood [B] (nats)
+    nats(model, images, labels, training, ema, seed, step_seed)
+                                           per-image negative log-likelihood [B] (nats); when
+                                           training, `seed` is the replica's own noise seed and
+                                           `step_seed` the step's, equal on every replica
     bits_per_dim(nats, image_shape)        the family's nats -> bits/dim conversion
     make_optimizer(args, variables, steps_per_epoch) an optimizer from trainer.optim
     ema_decay(args, steps_per_epoch)       Polyak decay

@@ -9,11 +9,12 @@ works in nats per image and converts with bits_per_dim, so `nats` returns loss *
 bits/dim the trainer logs is the likelihood bound, comparable with the paper's.
 
 Dequantisation noise. U(0, 1/n_bins) per image and step, as openai/glow, but seeded per image
-by (the step's seed as given to replica 0, a hash of the image's pixels): an image's noise does
-not depend on the batch it is in or on how the batch is split over devices, so 1 device x 2B
-images and 2 devices x B take the same step, and a test image always gets the same score
-(evaluation uses seed 0). Exception: with --gradient_checkpointing 1 a training step is one
-batched call with the replica's seed (see `nats`).
+by (the step seed, the same on every replica and process; a hash of the image's pixels): an
+image's noise does not depend on the batch it is in or on how the batch is split over devices
+or processes, so 1 device x 2B images, 2 devices x B and 2 Horovod ranks x B take the same step,
+and a test image always gets the same score (evaluation uses seed 0). Exception: with
+--gradient_checkpointing 1 a training step is one batched call with the replica's seed (see
+`nats`).
 
 Learning rate. openai/glow computed lr * min(1, n_processed / (n_train * epochs_warmup)) before
 each step with n_processed starting at 0, so its first step had lr 0; here step t = 1, 2, ...
@@ -162,15 +163,6 @@ def pixel_hashes(images):
     return tf.cast(tf.reduce_sum(flat * weights[None], axis=1) % 2147483647, tf.int32)
 
 
-def step_seed_of_first_replica(seed):
-    """The seed the loop gave replica 0 of this step, on every replica (one tiny all-gather), so
-    the noise of an image does not depend on which device it landed on."""
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return seed
-    return context.all_gather(tf.convert_to_tensor(seed)[None], axis=0)[0]
-
-
 def image_seeds(images, seed):
     """One dequantisation-noise seed per image: (a number drawn from the step's seed, or 0 for
     evaluation; the image's pixel hash). An image's noise thus depends on the step and on its
@@ -184,10 +176,12 @@ def image_seeds(images, seed):
     return tf.stack([tf.fill(tf.shape(hashes), step_part), hashes], axis=1)
 
 
-def nats(model, images, labels, training=False, ema=None, seed=None):
+def nats(model, images, labels, training=False, ema=None, seed=None, step_seed=None):
     """training=True: openai/glow's loss (bits_x + weight_y bits_y); else -log p(x) alone.
     Returned per image in nats (the trainer's unit; bits_per_dim converts back).
 
+    `seed`: the replica's noise seed; `step_seed`: the step's, the same on every replica (default:
+    `seed`, for a caller with one replica).
     Every image is scored with its own noise seed (image_seeds) under tf.vectorized_map, which
     runs as fast as one batched call. tf.recompute_grad does not survive vectorized_map (wrong
     gradients, measured), so with --gradient_checkpointing 1 training takes one batched call and
@@ -197,7 +191,8 @@ def nats(model, images, labels, training=False, ema=None, seed=None):
     if checkpointed:
         bits, _ = model.loss(images, y, ema=ema, seed=seed, training=True)
     else:
-        seeds = image_seeds(images, step_seed_of_first_replica(seed) if training else None)
+        seeds = image_seeds(images, (seed if step_seed is None else step_seed)
+                            if training else None)
         labels = tf.cast(labels, tf.int32)
 
         def one_image(elements):

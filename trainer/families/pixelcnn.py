@@ -78,7 +78,8 @@ def initialize(model, images, labels, seed):
     model.initialize(pcnn.to_model_input(images), _class_input(model, labels), seed=seed)
 
 
-def nats(model, images, labels, training=False, ema=None, seed=None):
+def nats(model, images, labels, training=False, ema=None, seed=None, step_seed=None):
+    """Dropout masks are per replica, drawn from `seed`; `step_seed` is not needed."""
     return model.loss(pcnn.to_model_input(images), _class_input(model, labels),
                       training=training, ema=ema, seed=seed)
 
