@@ -8,6 +8,12 @@ unit (per class for an embedding), see `as_matrix`.
 
 Every layer reads its weights through `read(v, ema)`, so passing an EMA object (anything with
 `.average(variable)`) evaluates the averaged weights without copying them.
+
+Under a tf.distribute strategy (BigGAN.train_step with --nr_gpu N) every replica runs the layers on
+its slice of the batch: batch norm in a replica context normalises with the statistics of the
+GLOBAL batch (`batch_moments`, BigGAN's cross-replica BN), so N replicas of B images compute what
+one device computes on N*B, and the state moved inside a replica context (spectral-norm vectors,
+running statistics) takes identical values on every replica (`replicated_state`).
 """
 import numpy as np
 import tensorflow as tf
@@ -17,6 +23,15 @@ import tensorflow as tf
 # normalise with the stored running / standing statistics.
 TRAIN, ACCUMULATE, RUNNING, STANDING = "train", "accumulate", "running", "standing"
 BN_MOMENTUM = 0.1  # running <- 0.9 running + 0.1 batch (PyTorch's F.batch_norm default)
+
+
+def replicated_state(initial_value, name):
+    """A non-trainable variable that every replica assigns the same value (spectral-norm u, batch
+    norm statistics): an assignment in a replica context writes the first replica's value to every
+    copy, so no cross-replica aggregation is needed. Outside a strategy a plain variable."""
+    return tf.Variable(initial_value, trainable=False, name=name,
+                       synchronization=tf.VariableSynchronization.ON_WRITE,
+                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
 
 def read(variable, ema=None):
@@ -71,8 +86,7 @@ class SpectralNormalized(tf.Module):
         self.eps = eps
         with self.name_scope:
             self.kernel = tf.Variable(kernel, name="kernel")
-            self.u = tf.Variable(rng.normal(size=(1, rows)).astype(np.float32), trainable=False,
-                                 name="u")
+            self.u = replicated_state(rng.normal(size=(1, rows)).astype(np.float32), name="u")
 
     def normalized_kernel(self, training, ema=None):
         kernel = read(self.kernel, ema)
@@ -133,6 +147,29 @@ class SNEmbedding(SpectralNormalized):
         return tf.matmul(y, self.normalized_kernel(training, ema))
 
 
+def batch_moments(x):
+    """Mean and biased variance of x [B, H, W, C] over batch and space, per channel.
+
+    In a replica context with several replicas (a step under tf.distribute) the moments are those
+    of the GLOBAL batch: per-channel sums and counts are all-reduced across replicas (BigGAN's
+    cross-replica batch norm), so every replica normalises alike. The variance is a second pass
+    over the deviations from the global mean, as tf.nn.moments does on one device: E[x^2] - E[x]^2
+    would cancel catastrophically where |mean| >> std. all_reduce has a gradient (the all-reduce
+    of the incoming gradients), so each replica's loss reaches every replica's inputs, as on one
+    device."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:  # cross-replica context or one device
+        return tf.nn.moments(x, axes=[0, 1, 2])
+    count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), x.dtype)
+    sums = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                              tf.concat([tf.reduce_sum(x, axis=[0, 1, 2]), count[None]], axis=0))
+    total = sums[-1]
+    mean = sums[:-1] / total
+    # like tf.nn.moments: the variance's gradient through the mean is zero at the mean anyway
+    squares = tf.reduce_sum(tf.math.squared_difference(x, tf.stop_gradient(mean)), axis=[0, 1, 2])
+    return mean, context.all_reduce(tf.distribute.ReduceOp.SUM, squares) / total
+
+
 class StandingBatchNorm(tf.Module):
     """Batch normalisation without its own affine, with two sets of stored statistics:
 
@@ -142,6 +179,8 @@ class StandingBatchNorm(tf.Module):
       ACCUMULATE calls since `reset_standing()`, finalised by `finish_standing(count)` and used in
       STANDING mode. Standing statistics of the sampling distribution (a truncation, EMA weights)
       are what BigGAN samples with.
+
+    Batch statistics are `batch_moments`: over the global batch when run on several replicas.
     """
 
     def __init__(self, channels, eps, name=None):
@@ -149,7 +188,7 @@ class StandingBatchNorm(tf.Module):
         self.eps = eps
         with self.name_scope:
             def stat(value, name):
-                return tf.Variable(tf.fill([channels], value), trainable=False, name=name)
+                return replicated_state(tf.fill([channels], value), name)
             self.running_mean, self.running_var = stat(0.0, "running_mean"), stat(1.0, "running_var")
             self.standing_mean = stat(0.0, "standing_mean")
             self.standing_var = stat(1.0, "standing_var")
@@ -157,7 +196,7 @@ class StandingBatchNorm(tf.Module):
     def statistics(self, x, mode, ema=None):
         """(mean, var) to normalise x with in `mode`, updating the stored statistics it owns."""
         if mode in (TRAIN, ACCUMULATE):
-            mean, var = tf.nn.moments(x, axes=[0, 1, 2])
+            mean, var = batch_moments(x)
             if mode == TRAIN:
                 self.running_mean.assign_sub(BN_MOMENTUM * (self.running_mean - mean))
                 self.running_var.assign_sub(BN_MOMENTUM * (self.running_var - var))

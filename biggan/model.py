@@ -21,6 +21,7 @@ from biggan import layers
 from biggan.layers import ACCUMULATE, RUNNING, STANDING, TRAIN
 from pixel_cnn_pp.model import to_model_input, to_uint8
 from trainer.ema import ExponentialMovingAverage
+from trainer.loop import replica_slice
 from trainer.optim import Adam
 
 BOTTOM_WIDTH = 4  # G starts from a 4x4 map
@@ -325,13 +326,16 @@ class Discriminator(tf.Module):
 
 class BigGAN(tf.Module):
     """G, D, their Adam optimizers and the EMA of G; every variable is created here, so a
-    checkpoint restores without a forward pass."""
+    checkpoint restores without a forward pass. Built inside `strategy.scope()` the variables are
+    mirrored on the strategy's devices and train_step runs data-parallel on them; `strategy` is
+    the one in scope at construction (the default, single-device one outside any scope)."""
 
     def __init__(self, config, name="biggan"):
         super().__init__(name=name)
         if isinstance(config, dict):
             config = BigGANConfig.from_dict(config)
         self.config = config
+        self.strategy = tf.distribute.get_strategy()
         rng = np.random.default_rng(config.seed)
         with self.name_scope:
             self.G = Generator(config, rng)
@@ -362,59 +366,100 @@ class BigGAN(tf.Module):
 
     @tf.function(reduce_retracing=True)
     def train_step(self, images, labels, seed):
-        """num_D_steps D updates, then one G update (BigGAN-PyTorch train_fns.GAN_training_function).
+        """num_D_steps D updates, then one G update (BigGAN-PyTorch
+        train_fns.GAN_training_function), data-parallel over the replicas of `self.strategy`.
 
-        images: uint8 (or float in [-1,1]) [B,H,W,C], B divisible by num_D_steps -- D step i uses
-        real images i*B/n..(i+1)*B/n; labels int [B] or float [B,K]; seed: int [2] stateless seed
-        for z and the fake classes. Fake batches have B/n images with uniformly random classes.
-        Returns the losses of the last D step and of the G step."""
-        config = self.config
+        images: uint8 (or float in [-1,1]) [B,H,W,C], the GLOBAL batch, B divisible by
+        num_D_steps x replicas -- D step i uses real images i*B/n..(i+1)*B/n; labels int [B] or
+        float [B,K]; seed: int [2] stateless seed for z and the fake classes. Fake batches have B/n
+        images with uniformly random classes. The global z and classes are drawn here, as on one
+        device; each replica takes its contiguous slice of every D (and the G) step's real and fake
+        batch, its loss scaled to its share of the global mean; the gradients are summed over the
+        replicas and Adam applied once, so N replicas of B/N images take the step one device takes
+        on B (batch norm is cross-replica, layers.batch_moments). Returns the global mean losses of
+        the last D step and of the G step."""
+        config, strategy = self.config, self.strategy
         x = to_model_input(images) if images.dtype == tf.uint8 else tf.cast(images, tf.float32)
         y = as_one_hot(labels, config.num_classes)
-        steps = config.num_D_steps
-        batch = tf.shape(x)[0] // steps
-        tf.debugging.assert_equal(batch * steps, tf.shape(x)[0], message=(
-            f"the batch does not split into num_D_steps={steps} equal D batches; "
-            "use a batch size divisible by it"))
+        steps, replicas = config.num_D_steps, strategy.num_replicas_in_sync
+        batch = tf.shape(x)[0] // steps  # one D step's global batch
+        share = batch // replicas  # one replica's part of it
+        tf.debugging.assert_equal(share * replicas * steps, tf.shape(x)[0], message=(
+            f"the batch does not split into num_D_steps={steps} equal D batches on each of "
+            f"{replicas} replica(s); use a per-device batch size divisible by num_D_steps"))
         seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2 * (steps + 1))
-        for i in range(steps):
-            y_fake = random_labels(batch, config.num_classes, seeds[2 * i + 1])
-            fake = self.G(tf.random.stateless_normal([batch, config.dim_z], seeds[2 * i]), y_fake,
-                          training=True)
-            with tf.GradientTape() as tape:
-                logits = self.D(tf.concat([fake, x[i * batch:(i + 1) * batch]], axis=0),
-                                tf.concat([y_fake, y[i * batch:(i + 1) * batch]], axis=0),
-                                training=True)
-                D_loss_real, D_loss_fake = discriminator_hinge_loss(logits[batch:], logits[:batch])
-                D_loss = D_loss_real + D_loss_fake
-            variables = self.D.trainable_variables
-            self.D_optimizer.apply(tape.gradient(D_loss, variables), variables)
-        y_fake = random_labels(batch, config.num_classes, seeds[-1])
-        with tf.GradientTape() as tape:
-            fake = self.G(tf.random.stateless_normal([batch, config.dim_z], seeds[-2]), y_fake,
-                          training=True)
-            G_loss = generator_hinge_loss(self.D(fake, y_fake, training=True))
-            G_ortho = self.ortho_loss() if config.G_ortho > 0 else tf.constant(0.0)
-            total = G_loss + G_ortho
-        variables = self.G.trainable_variables
-        self.G_optimizer.apply(tape.gradient(total, variables), variables)
-        self.update_ema()
+        with strategy.scope():
+            for i in range(steps):
+                z = tf.random.stateless_normal([batch, config.dim_z], seeds[2 * i])
+                y_fake = random_labels(batch, config.num_classes, seeds[2 * i + 1])
+                real = (x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch])
+                D_loss_real, D_loss_fake = self._apply_replica_gradients(
+                    self._discriminator_replica_step, (z, y_fake, *real, share),
+                    self.D_optimizer, self.D.trainable_variables)
+            z = tf.random.stateless_normal([batch, config.dim_z], seeds[-2])
+            y_fake = random_labels(batch, config.num_classes, seeds[-1])
+            G_loss, G_ortho = self._apply_replica_gradients(
+                self._generator_replica_step, (z, y_fake, share), self.G_optimizer,
+                self.G.trainable_variables)
+            self.update_ema()
         return dict(D_loss_real=D_loss_real, D_loss_fake=D_loss_fake, G_loss=G_loss, G_ortho=G_ortho)
+
+    def _apply_replica_gradients(self, replica_step, args, optimizer, variables):
+        """Runs replica_step(*args) -> (losses, gradients) on every replica, sums both over the
+        replicas and applies the summed gradients to `variables` (cross-replica context)."""
+        losses, grads = self.strategy.run(replica_step, args=args)
+        grads = self.strategy.extended.batch_reduce_to(tf.distribute.ReduceOp.SUM,
+                                                       list(zip(grads, variables)))
+        optimizer.apply(grads, variables)
+        return [self.strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
+                for loss in losses]
+
+    def _discriminator_replica_step(self, z, y_fake, x, y, share):
+        """One replica's D loss terms on its slice of a D step, each divided by the number of
+        replicas (summed over them: the global means), and their gradient for D."""
+        z, y_fake, x, y = (replica_slice(t, share) for t in (z, y_fake, x, y))
+        replicas = self.strategy.num_replicas_in_sync
+        fake = self.G(z, y_fake, training=True)
+        with tf.GradientTape() as tape:
+            logits = self.D(tf.concat([fake, x], axis=0), tf.concat([y_fake, y], axis=0),
+                            training=True)
+            real_loss, fake_loss = discriminator_hinge_loss(logits[share:], logits[:share])
+            real_loss, fake_loss = real_loss / replicas, fake_loss / replicas
+            loss = real_loss + fake_loss
+        return (real_loss, fake_loss), tape.gradient(loss, self.D.trainable_variables)
+
+    def _generator_replica_step(self, z, y_fake, share):
+        """One replica's G loss on its slice of the G step's fakes and its share of the orthogonal
+        regulariser, each divided by the number of replicas, and their gradient for G."""
+        z, y_fake = replica_slice(z, share), replica_slice(y_fake, share)
+        replicas = self.strategy.num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            fake = self.G(z, y_fake, training=True)
+            G_loss = generator_hinge_loss(self.D(fake, y_fake, training=True)) / replicas
+            G_ortho = self.ortho_loss() if self.config.G_ortho > 0 else tf.constant(0.0)
+            G_ortho = G_ortho / replicas
+            total = G_loss + G_ortho
+        return (G_loss, G_ortho), tape.gradient(total, self.G.trainable_variables)
 
     def accumulate_standing_stats(self, truncation, num_batches=16, batch_size=64, seed=0, ema=None):
         """Standing statistics (BigGAN-PyTorch utils.accumulate_standing_stats): reset, then average
         every G batch norm's batch mean and variance over num_batches forward passes on
         z = truncated_z(truncation) and uniformly random classes, with the weights G samples with
-        (ema or raw). Afterwards G(..., truncation=truncation, ema=ema) uses them."""
-        for bn in self.G.batch_norms():
-            bn.reset_standing()
-        seeds = tf.random.experimental.stateless_split(tf.constant([seed, 1], tf.int64), num_batches)
-        for i in range(num_batches):
-            self._accumulate_batch(tf.constant(truncation, tf.float32), batch_size, seeds[i], ema)
-        for bn in self.G.batch_norms():
-            bn.finish_standing(float(num_batches))
-        self.G.standing_truncation.assign(truncation)
-        self.G.standing_ema.assign(ema is not None)
+        (ema or raw). Afterwards G(..., truncation=truncation, ema=ema) uses them.
+        Runs in the cross-replica context of the model's strategy: every batch on one device,
+        written to every device's copy of the statistics."""
+        with self.strategy.scope():
+            for bn in self.G.batch_norms():
+                bn.reset_standing()
+            seeds = tf.random.experimental.stateless_split(tf.constant([seed, 1], tf.int64),
+                                                           num_batches)
+            for i in range(num_batches):
+                self._accumulate_batch(tf.constant(truncation, tf.float32), batch_size, seeds[i],
+                                       ema)
+            for bn in self.G.batch_norms():
+                bn.finish_standing(float(num_batches))
+            self.G.standing_truncation.assign(truncation)
+            self.G.standing_ema.assign(ema is not None)
 
     @tf.function(reduce_retracing=True)
     def _accumulate_batch(self, truncation, batch_size, seed, ema):

@@ -7,13 +7,18 @@ in one process, images/s of
 once as a plain tf.function and once with jit_compile=True, and prints the XLA/plain ratios.
 When tensorflow_probability and tf_keras import, TFP's tfd.PixelCNN at its paper configuration
 (5 resnets, 3 hierarchies, 160 filters, 10 mixtures, dropout 0.5) is timed alongside.
-Peak resident memory of the process is printed at the end.
+Peak resident memory of the process is printed at the end. --memory instead compares peak
+memory fairly: ours (default configuration, graph mode, as the trainer runs it) and TFP each run
+the same steps in a fresh process of their own, and their peak RSS are printed side by side.
 
     python scripts/bench_pixelcnn.py --iterations 5 --batch_size 8
+    python scripts/bench_pixelcnn.py --memory
 """
 import argparse
 import os
+import re
 import resource
+import subprocess
 import sys
 import time
 
@@ -63,7 +68,7 @@ def images_per_second(fn, args_for_step, batch_size, warmup, iterations):
     return batch_size * iterations / (time.perf_counter() - start), first_calls
 
 
-def bench_ours(name, batch_size, warmup, iterations):
+def bench_ours(name, batch_size, warmup, iterations, jit_modes):
     config = PixelCNNConfig(image_shape=(32, 32, 3), **CONFIGS[name])
     model = PixelCNNPP(config)
     rng = np.random.default_rng(0)
@@ -72,7 +77,7 @@ def bench_ours(name, batch_size, warmup, iterations):
     print(f"\n[{name}] nr_resnet={config.nr_resnet} nr_filters={config.nr_filters} "
           f"nr_logistic_mix={config.nr_logistic_mix} params={model.num_parameters():,} batch={batch_size}")
     results = {}
-    for jit in (False, True):
+    for jit in jit_modes:
         train_step = make_train_step(lambda images, seed: model.loss(images, training=True, seed=seed),
                                      model.trainable_variables, jit)
         log_likelihood = tf.function(lambda images: model.loss(images), jit_compile=jit)
@@ -83,8 +88,9 @@ def bench_ours(name, batch_size, warmup, iterations):
         results[jit] = (train, evaluate)
         print(f"  jit_compile={jit!s:5}  train {train:8.2f} img/s   log-likelihood {evaluate:8.2f} img/s"
               f"   (first {warmup} calls incl. compile: train {train_first:.1f}s, eval {eval_first:.1f}s)")
-    print(f"  ratio XLA/plain: train {results[True][0] / results[False][0]:.2f}x, "
-          f"log-likelihood {results[True][1] / results[False][1]:.2f}x")
+    if len(results) == 2:
+        print(f"  ratio XLA/plain: train {results[True][0] / results[False][0]:.2f}x, "
+              f"log-likelihood {results[True][1] / results[False][1]:.2f}x")
     return results
 
 
@@ -108,8 +114,33 @@ def bench_tfp(batch_size, warmup, iterations, ours):
     train, _ = images_per_second(train_step, lambda k: (x, tf.constant([k, 0])), batch_size, warmup, iterations)
     evaluate, _ = images_per_second(log_likelihood, lambda k: (x,), batch_size, warmup, iterations)
     print(f"  train {train:8.2f} img/s   log-likelihood {evaluate:8.2f} img/s")
+    if ours is None or False not in ours:
+        return
     print(f"  ratio ours(default, plain)/tfp: train {ours[False][0] / train:.2f}x, "
           f"log-likelihood {ours[False][1] / evaluate:.2f}x")
+
+
+def peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # ru_maxrss is KiB on Linux
+
+
+def compare_memory(args):
+    """Peak RSS of ours (default, graph mode) and of TFP, each alone in a fresh process."""
+    common = [sys.executable, os.path.abspath(__file__), "--batch_size", str(args.batch_size),
+              "--iterations", str(args.iterations), "--warmup", str(args.warmup)]
+    runs = {"ours (default, graph mode)": ["--configs", "default", "--jit", "0", "--skip_tfp"],
+            "TFP tfd.PixelCNN (paper configuration)": ["--skip_ours"]}
+    peaks = {}
+    for name, extra in runs.items():
+        print(f"\n== {name}: {' '.join(extra)}", flush=True)
+        output = subprocess.run(common + extra, stdout=subprocess.PIPE, text=True, check=True).stdout
+        print(output.strip())
+        if "[tfp] skipped" in output:
+            return
+        peaks[name] = float(re.search(r"peak RSS: ([\d,.]+) MiB", output).group(1).replace(",", ""))
+    (ours_name, ours), (tfp_name, tfp) = peaks.items()
+    print(f"\npeak RSS, each alone: {ours_name} {ours:,.0f} MiB, {tfp_name} {tfp:,.0f} MiB; "
+          f"ratio ours/TFP {ours / tfp:.2f}")
 
 
 def main():
@@ -118,22 +149,31 @@ def main():
     parser.add_argument("--iterations", type=int, default=5, help="timed calls per measurement")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (tracing, compiling)")
     parser.add_argument("--configs", default="default,mid", help=f"comma list of {sorted(CONFIGS)}")
+    parser.add_argument("--jit", choices=["0", "1", "both"], default="both",
+                        help="our models in graph mode (0), with XLA (1) or both")
     parser.add_argument("--skip_tfp", action="store_true", help="do not time tfd.PixelCNN")
+    parser.add_argument("--skip_ours", action="store_true", help="time tfd.PixelCNN alone")
+    parser.add_argument("--memory", action="store_true",
+                        help="peak memory of ours and of TFP, each in a fresh process")
     args = parser.parse_args()
     names = args.configs.split(",")
     unknown = [n for n in names if n not in CONFIGS]
     if unknown or args.batch_size < 1 or args.iterations < 1 or args.warmup < 1:
         parser.error(f"unknown configs {unknown}; choose from {sorted(CONFIGS)}" if unknown
                      else "batch_size, iterations and warmup must be >= 1")
+    if args.skip_ours and args.skip_tfp:
+        parser.error("--skip_ours and --skip_tfp together leave nothing to measure")
+    if args.memory:
+        compare_memory(args)
+        return
     print(f"TensorFlow {tf.__version__}, devices: {[d.name for d in tf.config.list_logical_devices()]}")
-    results = {name: bench_ours(name, args.batch_size, args.warmup, args.iterations) for name in names}
+    jit_modes = {"0": (False,), "1": (True,), "both": (False, True)}[args.jit]
+    results = {} if args.skip_ours else {
+        name: bench_ours(name, args.batch_size, args.warmup, args.iterations, jit_modes)
+        for name in names}
     if not args.skip_tfp:
-        if "default" in results:
-            bench_tfp(args.batch_size, args.warmup, args.iterations, results["default"])
-        else:
-            print("\n[tfp] skipped: the comparison needs the default configuration in --configs")
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # ru_maxrss is KiB on Linux
-    print(f"\npeak RSS: {peak_mib:,.0f} MiB")
+        bench_tfp(args.batch_size, args.warmup, args.iterations, results.get("default"))
+    print(f"\npeak RSS: {peak_rss_mib():,.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """sample.py --export: a hub-style SavedModel of each model family, loaded in a fresh Python that
-cannot import any of this project's code, draws the same images as sample.py for the same inputs."""
+cannot import any of this project's code (with tf.saved_model.load, and with tensorflow_hub's
+hub.load and hub.KerasLayer), draws the same images as sample.py for the same inputs."""
 import json
 import os
 import subprocess
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import hub_env
 import sample
 import train
 from glow.model import as_seed
@@ -30,6 +32,9 @@ class BlockOurs(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, BlockOurs())
+hub_dir = sys.argv[3] if len(sys.argv) > 3 else None
+if hub_dir:
+    sys.path.insert(0, hub_dir)
 import tensorflow as tf
 for name in OURS:
     try:
@@ -42,13 +47,23 @@ assert not any(m.split(".")[0] in OURS for m in sys.modules), "project code was 
 requests = json.load(open(sys.argv[1]))
 results = {}
 for name, request in requests.items():
-    module = tf.saved_model.load(request["directory"])
     z = np.array(request["z"], dtype=request["z_dtype"])
     y = np.array(request["y"], np.float32).reshape(request["y_shape"])
-    call = module(dict(z=z, y=y, truncation=np.float32(request["truncation"]))).numpy()
-    served = module.signatures["serving_default"](
-        z=tf.constant(z), y=tf.constant(y), truncation=tf.constant(request["truncation"]))
-    np.testing.assert_array_equal(served["default"].numpy(), call)
+    inputs = dict(z=z, y=y, truncation=np.float32(request["truncation"]))
+    if hub_dir:
+        import tensorflow_hub as hub
+        module = hub.load(request["directory"])
+        layer = hub.KerasLayer(request["directory"], signature="serving_default",
+                               output_key="default")
+        call = module(inputs).numpy()
+        np.testing.assert_array_equal(layer({k: tf.constant(v) for k, v in inputs.items()}).numpy(),
+                                      call)
+    else:
+        module = tf.saved_model.load(request["directory"])
+        call = module(inputs).numpy()
+        served = module.signatures["serving_default"](**{k: tf.constant(v)
+                                                          for k, v in inputs.items()})
+        np.testing.assert_array_equal(served["default"].numpy(), call)
     results[name] = call
     results[name + "_description"] = np.array(module.description.numpy().decode())
 np.savez(sys.argv[2], **results)
@@ -98,13 +113,15 @@ def restored(save_dir):
     return families.get(stored["model"]).build(stored["model_config"])
 
 
-def load_in_clean_process(workdir, requests):
+def load_in_clean_process(workdir, requests, hub_dir=None):
+    """The loader's results; with `hub_dir` (tensorflow_hub installed there) through hub.load and
+    hub.KerasLayer, else through tf.saved_model.load and the serving signature."""
     request_file, result_file = workdir / "requests.json", workdir / "results.npz"
     request_file.write_text(json.dumps(requests))
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     process = subprocess.run([sys.executable, "-I", "-c", LOADER, str(request_file),
-                              str(result_file)], cwd=workdir, env=env, capture_output=True,
-                             text=True)
+                              str(result_file), *([hub_dir] if hub_dir else [])], cwd=workdir,
+                             env=env, capture_output=True, text=True)
     assert process.returncode == 0, process.stderr[-3000:]
     return np.load(result_file)
 
@@ -113,7 +130,9 @@ def to_uint8(images):
     return np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
-def test_every_family_round_trips_through_a_clean_process(checkpoints, workdir):
+@pytest.fixture(scope="module")
+def exports(checkpoints, workdir):
+    """(requests for the loader, sample.py's images for them) for an export of every family."""
     requests, expected = {}, {}
 
     # BigGAN: at a truncation on the export's grid, the export equals sample.py exactly.
@@ -145,14 +164,38 @@ def test_every_family_round_trips_through_a_clean_process(checkpoints, workdir):
     requests["glow"] = dict(directory=export(checkpoints["glow"], workdir / "glow_export"),
                             z=z.numpy().tolist(), z_dtype="float32", truncation=0.7,
                             y_shape=[2, 0], y=[])
+    return requests, expected
 
-    results = load_in_clean_process(workdir, requests)
+
+def assert_same_images(results, requests, expected):
     for name in requests:
         images = results[name]
         assert images.dtype == np.float32 and images.min() >= -1.0 and images.max() <= 1.0
         assert "truncation" in str(results[name + "_description"])
         np.testing.assert_array_equal(to_uint8(images), expected[name].reshape(images.shape),
                                       err_msg=name)
+
+
+def test_every_family_round_trips_through_a_clean_process(exports, workdir):
+    requests, expected = exports
+    assert_same_images(load_in_clean_process(workdir, requests), requests, expected)
+
+
+@pytest.fixture(scope="module")
+def hub_dir():
+    """tensorflow_hub installed for the loader (tests/hub_env.py). On CI a failed install fails
+    the test; elsewhere (offline) it skips with the reason."""
+    try:
+        return hub_env.ensure()
+    except hub_env.InstallError as error:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"could not install tensorflow_hub: {error}")
+        pytest.skip(f"tensorflow_hub could not be installed (set PIXELCNN_HUB_DIR): {error}")
+
+
+def test_every_family_loads_with_tensorflow_hub(exports, workdir, hub_dir):
+    requests, expected = exports
+    assert_same_images(load_in_clean_process(workdir, requests, hub_dir), requests, expected)
 
 
 def test_biggan_export_interpolates_standing_statistics(checkpoints, workdir):
