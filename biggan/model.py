@@ -364,7 +364,7 @@ class BigGAN(tf.Module):
                 self.ema.average(variable).assign(variable)
         tf.cond(self.G_optimizer.iterations >= self.config.ema_start, self.ema.apply, copy_generator)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def train_step(self, images, labels, seed):
         """num_D_steps D updates, then one G update (BigGAN-PyTorch
         train_fns.GAN_training_function), data-parallel over the replicas of `self.strategy`.

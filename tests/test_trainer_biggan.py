@@ -157,8 +157,8 @@ def test_errors_are_one_line(reference_run, data_dir, tmp_path, capsys):
 
     assert "no likelihood" in error_of(train.main, ["-i", str(data_dir), "-o", str(reference_run),
                                                     *TINY, "--eval_only"])
-    assert "one device" in error_of(train.main, ["-i", str(data_dir), "-o", str(tmp_path / "r"),
-                                                 *TINY, "-g", "2"])
+    assert "--nr_gpu" in error_of(train.main, ["-i", str(data_dir), "-o", str(tmp_path / "r"),
+                                               *TINY, "-g", "2", "-b", "2000"])
     assert "divisible" in error_of(train.main, ["-i", str(data_dir), "-o", str(tmp_path / "r"),
                                                 *TINY, "-b", "33"])
     base = ["-o", str(reference_run), "--out", str(tmp_path / "x.png")]

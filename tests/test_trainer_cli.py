@@ -14,6 +14,7 @@ from PIL import Image
 
 import sample
 import train
+from cli_errors import error_line
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 40 train images / batch 4 = 10 steps per epoch; dropout stays on (its noise is seeded).
@@ -41,12 +42,6 @@ def checkpoint_values(path):
     reader = tf.train.load_checkpoint(path)
     return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(path)
             if not name.startswith(("run_config", "save_counter", "_CHECKPOINTABLE"))}
-
-
-def last_error_line(stderr):
-    lines = [line for line in stderr.strip().splitlines() if line.strip()]
-    assert "Traceback" not in stderr, stderr
-    return lines[-1]
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +122,7 @@ def test_sample_is_deterministic_by_seed(reference_run, tmp_path):
 
 def test_sample_errors_are_one_line(reference_run, tmp_path, capsys):
     def error_of(argv):
-        assert sample.main(argv) == 2
-        return last_error_line(capsys.readouterr().err)
+        return error_line(sample.main, argv, capsys)
 
     assert "no checkpoint" in error_of(["-o", str(tmp_path / "missing")])
     corrupt = tmp_path / "corrupt"
@@ -149,12 +143,7 @@ def test_train_errors_are_one_line(reference_run, tiny_image_folder, tmp_path, c
     base = ["-d", "folder", "-i", tiny_image_folder, "-o", str(tmp_path / "run")]
 
     def error_of(argv):
-        try:
-            code = train.main(argv)
-        except SystemExit as exit:  # argparse
-            code = exit.code
-        assert code == 2
-        return last_error_line(capsys.readouterr().err)
+        return error_line(train.main, argv, capsys)
 
     assert "positive integer" in error_of(base + ["--nr_gpu", "0"])
     assert "positive integer" in error_of(base + ["-b", "0"])

@@ -13,6 +13,7 @@ from PIL import Image
 import data
 import sample
 import train
+from cli_errors import error_line, last_error_line
 from photo_crops import photo_crops
 from trainer import flags
 
@@ -32,11 +33,6 @@ def checkpoint_values(path):
     reader = tf.train.load_checkpoint(path)
     return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(path)
             if not name.startswith(("run_config", "save_counter", "_CHECKPOINTABLE"))}
-
-
-def last_error_line(stderr):
-    assert "Traceback" not in stderr, stderr
-    return [line for line in stderr.strip().splitlines() if line.strip()][-1]
 
 
 @pytest.fixture(scope="module")
@@ -199,12 +195,7 @@ def test_class_conditional_model_samples_the_requested_class(labelled_folder, tm
 def test_flags_of_the_other_family_and_impossible_sizes_are_one_line_errors(
         glow_run, tiny_image_folder, tmp_path, capsys):
     def train_error(argv):
-        try:
-            code = train.main(argv)
-        except SystemExit as exit:  # argparse
-            code = exit.code
-        assert code == 2
-        return last_error_line(capsys.readouterr().err)
+        return error_line(train.main, argv, capsys)
 
     base = ["-d", "folder", "-i", tiny_image_folder, "-o", str(tmp_path / "run")]
     assert "unrecognized arguments: -q" in train_error(base + ["--model", "glow", "-q", "1"])

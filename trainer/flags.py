@@ -10,13 +10,7 @@ import argparse
 
 import data
 from trainer import families
-
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+from trainer.argtypes import positive_int
 
 
 def train_parser(family):

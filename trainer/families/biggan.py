@@ -8,6 +8,12 @@ G update, Adam with beta1 = 0 and separate G/D learning rates, then the EMA of G
 seeded by (seed, G step), the batches of an epoch by (seed, epoch), and checkpoints are written at
 epoch ends, so a resumed run takes exactly the steps the uninterrupted one would have.
 
+--nr_gpu N trains data-parallel in one process (MirroredStrategy, as trainer.loop): --batch_size
+is per device, a step sees N x batch_size images, every replica takes its slice of each D and G
+step, gradients are summed over replicas and batch norm in G is cross-replica, so the step equals
+the single-device step on the global batch. Checkpoints do not depend on N: a run may resume, or be
+sampled, with any --nr_gpu.
+
 Sampling (sample.py and the per-save class sheets) uses the EMA generator with standing batch-norm
 statistics accumulated at the sampling truncation over `num_standing_accumulations` batches of
 STANDING_BATCH random (z, y), seeded by `standing_seed` -- NOT by the sample seed, so a sheet's
@@ -91,8 +97,9 @@ def model_config(args, info):
         raise ValueError(f"BigGAN is class-conditional and data set {info.name!r} has no labels; "
                          f"use a labelled set (real32, cifar, imagenet_npz, ...)")
     if args.batch_size % args.num_D_steps:
-        raise ValueError(f"--batch_size {args.batch_size} must be divisible by --num_D_steps "
-                         f"{args.num_D_steps} (each D step takes its share of the real batch)")
+        raise ValueError(f"--batch_size {args.batch_size} (per device) must be divisible by "
+                         f"--num_D_steps {args.num_D_steps} (each D step takes its share of every "
+                         f"device's real batch)")
     config = bg.BigGANConfig(
         image_shape=info.image_shape, num_classes=info.num_classes, dim_z=args.dim_z,
         shared_dim=args.shared_dim, G_ch=args.G_ch, D_ch=args.D_ch,
@@ -251,7 +258,8 @@ LOSSES = ("D_loss_real", "D_loss_fake", "G_loss", "G_ortho")
 
 
 class Trainer:
-    """A BigGAN run on one device: BigGAN.train_step over the shuffled train split, per-epoch mean
+    """A BigGAN run on the strategy's devices (--nr_gpu N: data-parallel, --batch_size images per
+    device, as trainer.loop): BigGAN.train_step over the shuffled train split, per-epoch mean
     losses, class sheets and checkpoints every save_interval epochs."""
 
     def __init__(self, family, args, strategy):
@@ -259,21 +267,21 @@ class Trainer:
         if args.eval_only:
             raise ConfigError("--eval_only: BigGAN has no likelihood to evaluate; sample it with "
                               "sample.py instead")
-        if strategy.num_replicas_in_sync > 1:
-            raise ConfigError(f"--nr_gpu {args.nr_gpu}: BigGAN trains on one device only for now "
-                              f"(its D/G step is not split across replicas); use --nr_gpu 1")
         self.info = data.info(args.data_set, args.data_dir, args.image_size)
         try:
             self.model_config = family.model_config(args, self.info)
         except ValueError as error:
             raise ConfigError(str(error)) from None
-        self.global_batch = args.batch_size
+        replicas = strategy.num_replicas_in_sync
+        self.global_batch = args.batch_size * replicas
         self.steps_per_epoch = self.info.split_sizes["train"] // self.global_batch
         if self.steps_per_epoch == 0:
             raise ConfigError(f"the train split of {args.data_set!r} has "
-                              f"{self.info.split_sizes['train']} images, fewer than one batch "
-                              f"({args.batch_size}); lower --batch_size")
-        self.model = family.build(self.model_config)
+                              f"{self.info.split_sizes['train']} images, fewer than one global "
+                              f"batch ({args.batch_size} x {replicas} devices); lower "
+                              f"--batch_size or --nr_gpu")
+        with strategy.scope():  # G, D, optimizers and EMA mirrored on every device
+            self.model = family.build(self.model_config)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.checkpoint = ckpt.RunCheckpoint(
             args.save_dir, run_config(family, args, self.model_config, args.ema_decay),

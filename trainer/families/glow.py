@@ -34,6 +34,7 @@ import data
 from glow import model as glow_model
 from trainer import images as image_files
 from trainer import optim
+from trainer.argtypes import positive_int
 from trainer.checkpoint import CheckpointError
 
 NAME = "glow"
@@ -70,13 +71,6 @@ DEFAULTS_BY_DATA_SET = {"cifar": PAPER_SETTING, "imagenet": PAPER_SETTING,
 
 def defaults(data_set):
     return dict(DEFAULTS_BY_DATA_SET.get(data_set, PAPER_SETTING))
-
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def add_arguments(parser):
