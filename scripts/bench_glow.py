@@ -2,12 +2,14 @@
 
   python scripts/bench_glow.py                         # speed (eager-graph vs XLA), TFP if installed, memory
   python scripts/bench_glow.py --only speed --steps 5  # quick look
+  python scripts/bench_glow.py --only speed --modes graph --rounds 5   # ours vs TFP, graph mode
   python scripts/bench_glow.py --stability_steps 2000  # + long run at lr 1e-3 with linear warmup
 
 Default model: 32x32x3, n_levels 3, depth 32, width 400, affine coupling, LU 1x1 conv, learntop, batch 8,
 trained on random 32x32 crops of skimage's real photos (astronaut, chelsea, coffee, rocket).
 Speed: training img/s (loss + gradient + Adam update) and log-likelihood img/s, each as a tf.function with
-and without jit_compile. Memory: peak RSS of a fresh process doing init + training steps, with and without
+and without jit_compile, for this Glow and (when tensorflow_probability is installed) TFP's tfb.Glow of the
+same size, timed in interleaved rounds with the median ratio printed. Memory: peak RSS of a fresh process doing init + training steps, with and without
 gradient checkpointing (each mode in its own subprocess so the peaks do not mix).
 """
 import argparse
@@ -38,14 +40,20 @@ def parse_args(argv=None):
     p.add_argument("--flow_coupling", type=int, default=1)
     p.add_argument("--flow_permutation", type=int, default=3)
     p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--steps", type=int, default=20, help="timed steps per measurement (after 2 warm-up steps)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (speed)")
+    p.add_argument("--modes", default="graph,xla", help="graph (tf.function), xla (jit_compile), or both")
+    p.add_argument("--skip_tfp", action="store_true", help="do not time TFP's tfb.Glow")
     p.add_argument("--only", choices=["speed", "memory", "none"], default=None,
                    help="run only this part (none: only the stability run)")
     p.add_argument("--stability_steps", type=int, default=0, help="long run: steps at --lr with warmup")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup_steps", type=int, default=200)
     p.add_argument("--memory_child", type=int, choices=[0, 1], default=None, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not set(args.modes.split(",")) <= {"graph", "xla"}:
+        p.error(f"--modes {args.modes!r}: choose graph, xla or graph,xla")
+    return args
 
 
 def photo_crops(n, size, seed):
@@ -107,8 +115,7 @@ def glow_steps(model, jit):
 
 
 def images_per_second(fn, batches, steps):
-    fn(0, batches[0])  # trace / compile
-    fn(1, batches[1])
+    """Timed images/s of `steps` calls fn(i, batch) (call it once untimed first: tracing)."""
     start = time.perf_counter()
     for i in range(steps):
         out = fn(i, batches[i % len(batches)])
@@ -116,35 +123,14 @@ def images_per_second(fn, batches, steps):
     return steps * batches[0].shape[0] / (time.perf_counter() - start)
 
 
-def bench_speed(args):
-    batches = [photo_crops(args.batch_size, args.image_size, seed=s) for s in range(1, 5)]
-    model = make_model(args)
-    print(f"glow: {model.num_parameters():,} parameters, batch {args.batch_size}, {args.steps} timed steps")
-    results = {}
-    lr = tf.constant(1e-4)
-    for jit in (False, True):
-        train_step, likelihood = glow_steps(model, jit)
-        seed = lambda i: tf.constant([i, 0])
-        try:
-            train = images_per_second(lambda i, x: train_step(x, seed(i), lr), batches, args.steps)
-            ll = images_per_second(lambda i, x: likelihood(x, seed(i)), batches, args.steps)
-        except (tf.errors.OpError, ValueError) as e:  # XLA may lack a kernel on some backends
-            print(f"  jit_compile={jit}: failed: {str(e).splitlines()[0]}")
-            continue
-        results[jit] = (train, ll)
-        print(f"  jit_compile={jit!s:5}  train {train:8.2f} img/s   log-likelihood {ll:8.2f} img/s")
-    if len(results) == 2:
-        print(f"  XLA / no-XLA speed-up: train x{results[True][0] / results[False][0]:.2f}, "
-              f"log-likelihood x{results[True][1] / results[False][1]:.2f}")
-    bench_tfp(args, batches, results)
-
-
-def bench_tfp(args, batches, glow_results):
+def tfp_steps(args, batches):
+    """TFP's tfb.Glow at the same size: (train_step(x, seed, lr), likelihood(x, seed)) builders
+    per jit mode, or None when tensorflow_probability is not importable."""
     try:
         import tensorflow_probability as tfp
     except ImportError:
         print("  TFP tfb.Glow comparison skipped: tensorflow_probability is not importable")
-        return
+        return None
     tfb, tfd = tfp.bijectors, tfp.distributions
     shape = (args.image_size, args.image_size, 3)
     bijector = tfb.Glow(output_shape=shape, num_glow_blocks=args.n_levels, num_steps_per_block=args.depth,
@@ -160,26 +146,70 @@ def bench_tfp(args, batches, glow_results):
         return -(flow.log_prob(x) - dims * np.log(n_bins)) / (np.log(2.0) * dims)
 
     bits(batches[0], tf.constant([0, 0]))  # builds the variables (actnorm inits on this first call)
-    optimizer = Adam(bijector.trainable_variables)
-    for jit in (False, True):
+    params = sum(int(np.prod(v.shape)) for v in bijector.trainable_variables)
+    print(f"TFP tfb.Glow: {params:,} parameters")
+
+    def steps(jit):
+        optimizer = Adam(bijector.trainable_variables)
+
         @tf.function(jit_compile=jit)
-        def train_step(x, seed):
+        def train_step(x, seed, lr):
             with tf.GradientTape() as tape:
                 loss = tf.reduce_mean(bits(x, seed))
-            optimizer.apply(tape.gradient(loss, bijector.trainable_variables), 1e-4)
+            optimizer.apply(tape.gradient(loss, bijector.trainable_variables), lr)
             return loss
 
-        likelihood = tf.function(bits, jit_compile=jit)
-        try:
-            train = images_per_second(lambda i, x: train_step(x, tf.constant([i, 0])), batches, args.steps)
-            ll = images_per_second(lambda i, x: likelihood(x, tf.constant([i, 0])), batches, args.steps)
-        except (tf.errors.OpError, ValueError) as e:
-            print(f"  TFP jit_compile={jit}: failed: {str(e).splitlines()[0]}")
-            continue
-        ratio = (f"   (this Glow / TFP: train x{glow_results[jit][0] / train:.2f}, "
-                 f"ll x{glow_results[jit][1] / ll:.2f})" if jit in glow_results else "")
-        print(f"  TFP tfb.Glow jit_compile={jit!s:5}  train {train:8.2f} img/s   log-likelihood {ll:8.2f} img/s"
-              + ratio)
+        return train_step, tf.function(bits, jit_compile=jit)
+
+    return steps
+
+
+def bench_speed(args):
+    """Every (model, mode) is traced/compiled once, then timed in `rounds` interleaved rounds, so
+    drifting machine load hits all of them alike; per-round ratios and their median are printed."""
+    batches = [photo_crops(args.batch_size, args.image_size, seed=s) for s in range(1, 5)]
+    model = make_model(args)
+    print(f"glow: {model.num_parameters():,} parameters, batch {args.batch_size}, {args.steps} timed "
+          f"steps x {args.rounds} rounds")
+    builders = {"ours": lambda jit: glow_steps(model, jit)}
+    tfp_builder = None if args.skip_tfp else tfp_steps(args, batches)
+    if tfp_builder:
+        builders["tfp"] = tfp_builder
+    lr = tf.constant(1e-4)
+    calls = {}
+    for name, build in builders.items():
+        for mode in args.modes.split(","):
+            train_step, likelihood = build(mode == "xla")
+            train = lambda i, x, f=train_step: f(x, tf.constant([i, 0]), lr)
+            ll = lambda i, x, f=likelihood: f(x, tf.constant([i, 0]))
+            started = time.perf_counter()
+            try:
+                train(0, batches[0]), ll(0, batches[0])
+            except (tf.errors.OpError, ValueError) as e:  # XLA may lack a kernel on some backends
+                print(f"  {name} {mode}: failed: {str(e).splitlines()[0]}")
+                continue
+            print(f"  {name} {mode}: first calls (tracing/compiling) {time.perf_counter() - started:.1f} s",
+                  flush=True)
+            calls[name, mode] = (train, ll)
+    rates = {key: [] for key in calls}
+    for r in range(args.rounds):
+        for key, (train, ll) in calls.items():
+            rates[key].append((images_per_second(train, batches, args.steps),
+                               images_per_second(ll, batches, args.steps)))
+            print(f"  round {r + 1} {key[0]:4} {key[1]:5}  train {rates[key][-1][0]:7.2f} img/s   "
+                  f"log-likelihood {rates[key][-1][1]:7.2f} img/s", flush=True)
+    print("median over rounds:")
+    for key, values in rates.items():
+        print(f"  {key[0]:4} {key[1]:5}  train {np.median([v[0] for v in values]):7.2f} img/s   "
+              f"log-likelihood {np.median([v[1] for v in values]):7.2f} img/s")
+    for mode in args.modes.split(","):
+        for ours_mode in args.modes.split(","):
+            if ("ours", ours_mode) in rates and ("tfp", mode) in rates:
+                ratios = [[o[k] / t[k] for o, t in zip(rates["ours", ours_mode], rates["tfp", mode])]
+                          for k in (0, 1)]
+                print(f"  ours {ours_mode} / TFP {mode}: train x{np.median(ratios[0]):.2f} "
+                      f"(rounds {', '.join(f'{v:.2f}' for v in ratios[0])}), log-likelihood "
+                      f"x{np.median(ratios[1]):.2f}")
 
 
 def memory_child(args, checkpointing):
