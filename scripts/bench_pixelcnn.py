@@ -7,6 +7,8 @@ in one process, images/s of
 once as a plain tf.function and once with jit_compile=True, and prints the XLA/plain ratios.
 When tensorflow_probability and tf_keras import, TFP's tfd.PixelCNN at its paper configuration
 (5 resnets, 3 hierarchies, 160 filters, 10 mixtures, dropout 0.5) is timed alongside.
+All steps are compiled first, then timed in --rounds interleaved rounds (medians and the per-round
+ours/TFP ratios are printed), so a change of machine load affects every candidate alike.
 Peak resident memory of the process is printed at the end. --memory instead compares peak
 memory fairly: ours (default configuration, graph mode, as the trainer runs it) and TFP each run
 the same steps in a fresh process of their own, and their peak RSS are printed side by side.
@@ -56,51 +58,40 @@ def make_train_step(loss_fn, variables, jit_compile, learning_rate=1e-3, beta1=0
     return train_step
 
 
-def images_per_second(fn, args_for_step, batch_size, warmup, iterations):
-    """Runs fn warmup times (compilation included there), then times `iterations` calls."""
-    start = time.perf_counter()
-    for k in range(warmup):
-        fn(*args_for_step(k)).numpy()
-    first_calls = time.perf_counter() - start
+def images_per_second(fn, args_for_step, batch_size, iterations):
+    """Timed images/s of `iterations` calls fn(*args_for_step(k))."""
     start = time.perf_counter()
     for k in range(iterations):
-        fn(*args_for_step(warmup + k)).numpy()
-    return batch_size * iterations / (time.perf_counter() - start), first_calls
+        fn(*args_for_step(k)).numpy()
+    return batch_size * iterations / (time.perf_counter() - start)
 
 
-def bench_ours(name, batch_size, warmup, iterations, jit_modes):
+def ours_steps(name, batch_size, jit_modes):
+    """{(name, mode): (train_step, log_likelihood, x)} for one of our configurations."""
     config = PixelCNNConfig(image_shape=(32, 32, 3), **CONFIGS[name])
     model = PixelCNNPP(config)
     rng = np.random.default_rng(0)
     x = to_model_input(rng.integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8))
     model.initialize(x, seed=[0, 0])
-    print(f"\n[{name}] nr_resnet={config.nr_resnet} nr_filters={config.nr_filters} "
-          f"nr_logistic_mix={config.nr_logistic_mix} params={model.num_parameters():,} batch={batch_size}")
-    results = {}
+    print(f"[{name}] nr_resnet={config.nr_resnet} nr_filters={config.nr_filters} "
+          f"nr_logistic_mix={config.nr_logistic_mix} params={model.num_parameters():,}")
+    steps = {}
     for jit in jit_modes:
         train_step = make_train_step(lambda images, seed: model.loss(images, training=True, seed=seed),
                                      model.trainable_variables, jit)
         log_likelihood = tf.function(lambda images: model.loss(images), jit_compile=jit)
-        train, train_first = images_per_second(
-            train_step, lambda k: (x, tf.constant([k, 0])), batch_size, warmup, iterations)
-        evaluate, eval_first = images_per_second(
-            log_likelihood, lambda k: (x,), batch_size, warmup, iterations)
-        results[jit] = (train, evaluate)
-        print(f"  jit_compile={jit!s:5}  train {train:8.2f} img/s   log-likelihood {evaluate:8.2f} img/s"
-              f"   (first {warmup} calls incl. compile: train {train_first:.1f}s, eval {eval_first:.1f}s)")
-    if len(results) == 2:
-        print(f"  ratio XLA/plain: train {results[True][0] / results[False][0]:.2f}x, "
-              f"log-likelihood {results[True][1] / results[False][1]:.2f}x")
-    return results
+        steps[name, "xla" if jit else "graph"] = (train_step, log_likelihood, x)
+    return steps
 
 
-def bench_tfp(batch_size, warmup, iterations, ours):
+def tfp_steps(batch_size):
+    """{("tfp", "graph"): (train_step, log_likelihood, x)} for tfd.PixelCNN, or {} without TFP."""
     try:
         import tensorflow_probability as tfp
         import tf_keras  # noqa: F401  (TFP's PixelCNN is built from tf_keras layers)
     except ImportError as error:
-        print(f"\n[tfp] skipped: {error}. Install tensorflow-probability and tf-keras to compare.")
-        return
+        print(f"[tfp] skipped: {error}. Install tensorflow-probability and tf-keras to compare.")
+        return {}
     dist = tfp.distributions.PixelCNN(image_shape=(32, 32, 3), num_resnet=5, num_hierarchies=3,
                                       num_filters=160, num_logistic_mix=10, dropout_p=0.5)
     rng = np.random.default_rng(0)
@@ -108,16 +99,55 @@ def bench_tfp(batch_size, warmup, iterations, ours):
     dist.log_prob(x)  # builds the network's variables
     variables = dist.network.trainable_variables
     params = sum(int(v.shape.num_elements()) for v in variables)
-    print(f"\n[tfp] tfd.PixelCNN paper configuration params={params:,} batch={batch_size} (no XLA)")
+    print(f"[tfp] tfd.PixelCNN paper configuration params={params:,} (no XLA)")
     train_step = make_train_step(lambda images, seed: -dist.log_prob(images, training=True), variables, False)
-    log_likelihood = tf.function(lambda images: dist.log_prob(images))
-    train, _ = images_per_second(train_step, lambda k: (x, tf.constant([k, 0])), batch_size, warmup, iterations)
-    evaluate, _ = images_per_second(log_likelihood, lambda k: (x,), batch_size, warmup, iterations)
-    print(f"  train {train:8.2f} img/s   log-likelihood {evaluate:8.2f} img/s")
-    if ours is None or False not in ours:
-        return
-    print(f"  ratio ours(default, plain)/tfp: train {ours[False][0] / train:.2f}x, "
-          f"log-likelihood {ours[False][1] / evaluate:.2f}x")
+    return {("tfp", "graph"): (train_step, tf.function(lambda images: dist.log_prob(images)), x)}
+
+
+def bench(args, names, jit_modes):
+    """Every step is traced/compiled by `warmup` untimed calls, then all are timed in `rounds`
+    interleaved rounds, so drifting machine load hits them alike; medians and per-round ratios."""
+    steps = {}
+    if not args.skip_ours:
+        for name in names:
+            steps.update(ours_steps(name, args.batch_size, jit_modes))
+    if not args.skip_tfp:
+        steps.update(tfp_steps(args.batch_size))
+    calls = {}
+    for key, (train_step, log_likelihood, x) in steps.items():
+        train = (train_step, lambda k, x=x: (x, tf.constant([k, 0])))
+        evaluate = (log_likelihood, lambda k, x=x: (x,))
+        started = time.perf_counter()
+        for k in range(args.warmup):
+            train[0](*train[1](k)).numpy()
+            evaluate[0](*evaluate[1](k)).numpy()
+        print(f"  {key[0]} {key[1]}: first {args.warmup} train + log-likelihood calls (tracing, "
+              f"compiling) {time.perf_counter() - started:.1f} s", flush=True)
+        calls[key] = (train, evaluate)
+    rates = {key: [] for key in calls}
+    for r in range(args.rounds):
+        for key, (train, evaluate) in calls.items():
+            rates[key].append([images_per_second(fn, step_args, args.batch_size, args.iterations)
+                               for fn, step_args in (train, evaluate)])
+            print(f"  round {r + 1} {key[0]:7} {key[1]:5}  train {rates[key][-1][0]:8.2f} img/s   "
+                  f"log-likelihood {rates[key][-1][1]:8.2f} img/s", flush=True)
+    print(f"median over {args.rounds} round(s), batch {args.batch_size}:")
+    for key, values in rates.items():
+        print(f"  {key[0]:7} {key[1]:5}  train {np.median([v[0] for v in values]):8.2f} img/s   "
+              f"log-likelihood {np.median([v[1] for v in values]):8.2f} img/s")
+    for name in names:
+        if (name, "graph") in rates and (name, "xla") in rates:
+            print(f"  {name} XLA / graph: train x{median_ratio(rates, (name, 'xla'), (name, 'graph'), 0):.2f}, "
+                  f"log-likelihood x{median_ratio(rates, (name, 'xla'), (name, 'graph'), 1):.2f}")
+    if ("default", "graph") in rates and ("tfp", "graph") in rates:
+        per_round = [o[0] / t[0] for o, t in zip(rates["default", "graph"], rates["tfp", "graph"])]
+        print(f"  ours (default, graph) / TFP: train x{np.median(per_round):.2f} (rounds "
+              f"{', '.join(f'{v:.2f}' for v in per_round)}), log-likelihood "
+              f"x{median_ratio(rates, ('default', 'graph'), ('tfp', 'graph'), 1):.2f}")
+
+
+def median_ratio(rates, numerator, denominator, column):
+    return np.median([a[column] / b[column] for a, b in zip(rates[numerator], rates[denominator])])
 
 
 def peak_rss_mib():
@@ -127,7 +157,7 @@ def peak_rss_mib():
 def compare_memory(args):
     """Peak RSS of ours (default, graph mode) and of TFP, each alone in a fresh process."""
     common = [sys.executable, os.path.abspath(__file__), "--batch_size", str(args.batch_size),
-              "--iterations", str(args.iterations), "--warmup", str(args.warmup)]
+              "--iterations", str(args.iterations), "--warmup", str(args.warmup), "--rounds", "1"]
     runs = {"ours (default, graph mode)": ["--configs", "default", "--jit", "0", "--skip_tfp"],
             "TFP tfd.PixelCNN (paper configuration)": ["--skip_ours"]}
     peaks = {}
@@ -135,7 +165,7 @@ def compare_memory(args):
         print(f"\n== {name}: {' '.join(extra)}", flush=True)
         output = subprocess.run(common + extra, stdout=subprocess.PIPE, text=True, check=True).stdout
         print(output.strip())
-        if "[tfp] skipped" in output:
+        if "[tfp] skipped" in output:  # no TFP: nothing to compare with
             return
         peaks[name] = float(re.search(r"peak RSS: ([\d,.]+) MiB", output).group(1).replace(",", ""))
     (ours_name, ours), (tfp_name, tfp) = peaks.items()
@@ -148,6 +178,7 @@ def main():
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=5, help="timed calls per measurement")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (tracing, compiling)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
     parser.add_argument("--configs", default="default,mid", help=f"comma list of {sorted(CONFIGS)}")
     parser.add_argument("--jit", choices=["0", "1", "both"], default="both",
                         help="our models in graph mode (0), with XLA (1) or both")
@@ -158,9 +189,9 @@ def main():
     args = parser.parse_args()
     names = args.configs.split(",")
     unknown = [n for n in names if n not in CONFIGS]
-    if unknown or args.batch_size < 1 or args.iterations < 1 or args.warmup < 1:
+    if unknown or min(args.batch_size, args.iterations, args.warmup, args.rounds) < 1:
         parser.error(f"unknown configs {unknown}; choose from {sorted(CONFIGS)}" if unknown
-                     else "batch_size, iterations and warmup must be >= 1")
+                     else "batch_size, iterations, warmup and rounds must be >= 1")
     if args.skip_ours and args.skip_tfp:
         parser.error("--skip_ours and --skip_tfp together leave nothing to measure")
     if args.memory:
@@ -168,11 +199,7 @@ def main():
         return
     print(f"TensorFlow {tf.__version__}, devices: {[d.name for d in tf.config.list_logical_devices()]}")
     jit_modes = {"0": (False,), "1": (True,), "both": (False, True)}[args.jit]
-    results = {} if args.skip_ours else {
-        name: bench_ours(name, args.batch_size, args.warmup, args.iterations, jit_modes)
-        for name in names}
-    if not args.skip_tfp:
-        bench_tfp(args.batch_size, args.warmup, args.iterations, results.get("default"))
+    bench(args, names, jit_modes)
     print(f"\npeak RSS: {peak_rss_mib():,.0f} MiB")
 
 
