@@ -18,21 +18,12 @@ FAMILY_FLAGS = {
 }
 
 
-# One strategy per device count for the whole module: two MirroredStrategies over the same
-# devices in one process number their collectives alike, and the second family's step then
-# collides with the first's ("Shape mismatch in the collective instance").
-STRATEGIES = {}
-
-
 def make_trainer(family_name, folder, save_dir, nr_gpu, batch_size):
     argv = ["--model", family_name, "-d", "folder", "-i", folder, "--image_size", "8",
             "-o", str(save_dir), "-g", str(nr_gpu), "-b", str(batch_size), "-s", "7",
             *FAMILY_FLAGS[family_name]]
     args, family = flags.parse_train_args(argv)
-    if nr_gpu not in STRATEGIES:
-        STRATEGIES[nr_gpu] = dist.mirrored_strategy(nr_gpu)[0]
-    strategy = STRATEGIES[nr_gpu]
-    trainer = loop.Trainer(family, args, strategy)
+    trainer = loop.Trainer(family, args, dist.mirrored_strategy(nr_gpu)[0])
     trainer.start(resume=False)
     return trainer
 

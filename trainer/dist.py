@@ -44,8 +44,15 @@ def logical_cpus(count):
     return len(tf.config.list_logical_devices("CPU"))
 
 
+# One MirroredStrategy per device list for the life of the process: two strategies over the same
+# devices number their collective ops alike, and steps of the second then collide with the first's
+# ("Shape mismatch in the collective instance"), e.g. when train.main runs twice in one process.
+_MIRRORED_STRATEGIES = {}
+
+
 def mirrored_strategy(nr_gpu):
-    """(strategy, description) for `nr_gpu` devices; DeviceError when they are not there."""
+    """(strategy, description) for `nr_gpu` devices; DeviceError when they are not there. The
+    same device list always gives the same strategy object."""
     if nr_gpu < 1:
         raise DeviceError(f"--nr_gpu must be at least 1, got {nr_gpu}")
     gpus = tf.config.list_physical_devices("GPU")
@@ -64,7 +71,9 @@ def mirrored_strategy(nr_gpu):
         devices = [f"/cpu:{i}" for i in range(nr_gpu)]
         description = (f"no GPU visible: {nr_gpu} logical CPU device(s) stand in for --nr_gpu "
                        f"{nr_gpu} ({', '.join(devices)})")
-    return tf.distribute.MirroredStrategy(devices), description
+    if tuple(devices) not in _MIRRORED_STRATEGIES:
+        _MIRRORED_STRATEGIES[tuple(devices)] = tf.distribute.MirroredStrategy(devices)
+    return _MIRRORED_STRATEGIES[tuple(devices)], description
 
 
 def assign_on_every_device(variable, value):
