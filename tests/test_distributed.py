@@ -20,10 +20,11 @@ import sys
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import data
 import horovod_env
+from optional_env import fail_on_ci_else_skip
+from saved_state import checkpoint_values
 from trainer import dist, flags, loop
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,13 +95,6 @@ def run_multi_worker(python, arguments):
     return outputs
 
 
-def checkpoint_values(save_dir):
-    path = os.path.join(str(save_dir), "ckpt-0")
-    reader = tf.train.load_checkpoint(path)
-    return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(path)
-            if not name.startswith(("run_config", "save_counter", "_CHECKPOINTABLE"))}
-
-
 def assert_same_step(actual_dir, expected_dir):
     """Two one-step checkpoints agree. The optimizer moments (the summed gradients) agree to a
     tolerance relative to each tensor's scale: summation order changes their last bits.
@@ -108,7 +102,8 @@ def assert_same_step(actual_dir, expected_dir):
     Adam/Adamax step is about lr * g / |g|, so where a gradient is within rounding of zero its
     sign, and the step, may flip. Unsummed or unaveraged gradients would be off everywhere by a
     factor of the process count."""
-    expected, actual = checkpoint_values(expected_dir), checkpoint_values(actual_dir)
+    expected, actual = (checkpoint_values(os.path.join(str(save_dir), "ckpt-0"))
+                        for save_dir in (expected_dir, actual_dir))
     assert sorted(actual) == sorted(expected)
     assert int(actual["optimizer/iterations/.ATTRIBUTES/VARIABLE_VALUE"]) == 1
     elements, flipped = 0, 0
@@ -145,9 +140,8 @@ def horovod_venv():
     try:
         return horovod_env.ensure()
     except horovod_env.BuildError as error:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"could not build the Horovod environment: {error}")
-        pytest.skip(f"no Horovod environment (set PIXELCNN_HOROVOD_VENV to one): {error}")
+        fail_on_ci_else_skip(f"could not build the Horovod environment (or set "
+                             f"PIXELCNN_HOROVOD_VENV to one): {error}")
 
 
 # -- Horovod ------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import hub_env
+from optional_env import fail_on_ci_else_skip
 import sample
 import train
 from glow.model import as_seed
@@ -188,9 +189,8 @@ def hub_dir():
     try:
         return hub_env.ensure()
     except hub_env.InstallError as error:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"could not install tensorflow_hub: {error}")
-        pytest.skip(f"tensorflow_hub could not be installed (set PIXELCNN_HUB_DIR): {error}")
+        fail_on_ci_else_skip(f"could not install tensorflow_hub (or set PIXELCNN_HUB_DIR to a "
+                             f"directory holding it): {error}")
 
 
 def test_every_family_loads_with_tensorflow_hub(exports, workdir, hub_dir):

@@ -15,6 +15,7 @@ from PIL import Image
 import sample
 import train
 from cli_errors import error_line
+from saved_state import checkpoint_values
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 40 train images / batch 4 = 10 steps per epoch; dropout stays on (its noise is seeded).
@@ -35,13 +36,6 @@ def run(script, *args, timeout=300):
 
 def folder_flags(folder):
     return ["-d", "folder", "-i", folder, *MODEL_FLAGS]
-
-
-def checkpoint_values(path):
-    """Every saved tensor except the run description (whose flags differ between runs)."""
-    reader = tf.train.load_checkpoint(path)
-    return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(path)
-            if not name.startswith(("run_config", "save_counter", "_CHECKPOINTABLE"))}
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import sample
 import train
 from cli_errors import error_line, last_error_line
 from photo_crops import photo_crops
+from saved_state import checkpoint_values
 from trainer import flags
 
 # 40 train images / batch 4 = 10 steps per epoch; 8x8 images, 2 levels.
@@ -27,12 +28,6 @@ STEPS_PER_EPOCH = 10
 def train_glow(folder, save_dir, *extra):
     return train.main(["-d", "folder", "-i", folder, "-o", str(save_dir), *GLOW_FLAGS,
                        *map(str, extra)])
-
-
-def checkpoint_values(path):
-    reader = tf.train.load_checkpoint(path)
-    return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(path)
-            if not name.startswith(("run_config", "save_counter", "_CHECKPOINTABLE"))}
 
 
 @pytest.fixture(scope="module")
