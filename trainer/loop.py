@@ -77,6 +77,25 @@ def pad_batch(images, labels, size):
             np.concatenate([labels, np.zeros([missing], labels.dtype)]))
 
 
+def checked_model_config(family, args, info):
+    """The family's model configuration for these flags and data; ConfigError when impossible."""
+    try:
+        return family.model_config(args, info)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def checked_steps_per_epoch(info, global_batch, batch_of):
+    """Whole global batches in the train split; ConfigError when there is not even one.
+    `batch_of` says what the global batch is made of, for the message."""
+    steps = info.split_sizes["train"] // global_batch
+    if steps == 0:
+        raise ConfigError(f"the train split of {info.name!r} has {info.split_sizes['train']} "
+                          f"images, fewer than one global batch ({batch_of}); lower "
+                          f"--batch_size or --nr_gpu")
+    return steps
+
+
 def run_config(family, args, model_config, ema_decay):
     """What a checkpoint stores about its run: enough to rebuild the model without flags."""
     return {"model": family.NAME, "model_config": model_config, "data_set": args.data_set,
@@ -93,10 +112,7 @@ class Trainer:
         self.family, self.args, self.strategy = family, args, strategy
         self.processes = processes or dist.SingleProcess()
         self.info = data.info(args.data_set, args.data_dir, args.image_size)
-        try:
-            self.model_config = family.model_config(args, self.info)
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
+        self.model_config = checked_model_config(family, args, self.info)
         local_replicas = len(strategy.extended.worker_devices)
         first_replica = self.processes.rank * local_replicas
         # the strategy's replica ids are either this process's own or global (MultiWorker)
@@ -106,12 +122,9 @@ class Trainer:
         self.per_replica_batch = args.batch_size
         self.process_batch = args.batch_size * local_replicas
         self.global_batch = self.process_batch * self.processes.size
-        self.steps_per_epoch = self.info.split_sizes["train"] // self.global_batch
-        if self.steps_per_epoch == 0:
-            raise ConfigError(f"the train split of {args.data_set!r} has "
-                              f"{self.info.split_sizes['train']} images, fewer than one global "
-                              f"batch ({args.batch_size} x {local_replicas} devices x "
-                              f"{self.processes.size} processes); lower --batch_size or --nr_gpu")
+        self.steps_per_epoch = checked_steps_per_epoch(
+            self.info, self.global_batch, f"{args.batch_size} x {local_replicas} devices x "
+                                          f"{self.processes.size} processes")
         self.ema_decay = family.ema_decay(args, self.steps_per_epoch)
 
         tf.random.set_seed(args.seed)  # the initial weights

@@ -33,7 +33,8 @@ from biggan import model as bg
 from pixel_cnn_pp.model import to_uint8
 from trainer import checkpoint as ckpt
 from trainer import images as image_files
-from trainer.loop import ConfigError, NonFiniteLossError, run_config
+from trainer.loop import (ConfigError, NonFiniteLossError, checked_model_config,
+                          checked_steps_per_epoch, run_config)
 
 NAME = "biggan"
 STANDING_BATCH = 64  # images per standing-statistics forward pass (BigGAN-PyTorch G_batch_size)
@@ -268,18 +269,11 @@ class Trainer:
             raise ConfigError("--eval_only: BigGAN has no likelihood to evaluate; sample it with "
                               "sample.py instead")
         self.info = data.info(args.data_set, args.data_dir, args.image_size)
-        try:
-            self.model_config = family.model_config(args, self.info)
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
+        self.model_config = checked_model_config(family, args, self.info)
         replicas = strategy.num_replicas_in_sync
         self.global_batch = args.batch_size * replicas
-        self.steps_per_epoch = self.info.split_sizes["train"] // self.global_batch
-        if self.steps_per_epoch == 0:
-            raise ConfigError(f"the train split of {args.data_set!r} has "
-                              f"{self.info.split_sizes['train']} images, fewer than one global "
-                              f"batch ({args.batch_size} x {replicas} devices); lower "
-                              f"--batch_size or --nr_gpu")
+        self.steps_per_epoch = checked_steps_per_epoch(
+            self.info, self.global_batch, f"{args.batch_size} x {replicas} devices")
         with strategy.scope():  # G, D, optimizers and EMA mirrored on every device
             self.model = family.build(self.model_config)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
