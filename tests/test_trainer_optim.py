@@ -94,12 +94,16 @@ def test_adamax_matches_numpy_reference(weight_decay):
     np.testing.assert_allclose(optimizer.m2[0].numpy(), expected_m2, rtol=1e-3, atol=1e-5)
 
 
-def test_mirrored_copies_stay_identical_and_match_one_device():
+@pytest.mark.parametrize("make", [
+    lambda v: optim.Adam(v, optim.exponential_decay(0.05, 0.99)),
+    lambda v: optim.Adamax(v, 0.05, beta2=0.999, weight_decay=0.999)], ids=["adam", "adamax"])
+def test_mirrored_copies_stay_identical_and_match_one_device(make):
+    """Steps taken outside the strategy's scope still update every device's copy."""
     strategy, _ = dist.mirrored_strategy(2)
-    make = lambda v: optim.Adam(v, optim.exponential_decay(0.05, 0.99))  # noqa: E731
     w, optimizer = run_tf(make, 5, strategy)
     copies = [value.numpy() for value in strategy.experimental_local_results(w)]
     np.testing.assert_array_equal(copies[0], copies[1])
+    assert not np.array_equal(copies[1], np.ones_like(TARGET))
     slot_copies = [v.numpy() for v in strategy.experimental_local_results(optimizer.m2[0])]
     np.testing.assert_array_equal(slot_copies[0], slot_copies[1])
     single, _ = run_tf(make, 5)

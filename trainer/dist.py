@@ -76,11 +76,18 @@ def mirrored_strategy(nr_gpu):
     return _MIRRORED_STRATEGIES[tuple(devices)], description
 
 
+def device_copies(variable):
+    """The plain per-device variables behind a mirrored variable (its own strategy's local
+    results, whether or not that strategy's scope is entered), or (variable,) for a plain one."""
+    strategy = getattr(variable, "distribute_strategy", None)
+    return strategy.experimental_local_results(variable) if strategy else (variable,)
+
+
 def assign_on_every_device(variable, value):
     """variable.assign(value) for every device's copy of a variable (mirrored or plain), from
     cross-replica context. Same result as a mirrored variable's own assign, with a fraction of the
     tracing work (it matters for the hundreds of variables an optimizer step updates)."""
-    for copy in tf.distribute.get_strategy().experimental_local_results(variable):
+    for copy in device_copies(variable):
         copy.assign(value)
 
 
