@@ -75,8 +75,21 @@ def pixel_seed(seed, row, col):
 
 
 def dropout(x, rate, seed):
-    """Element-wise dropout (kept units scaled by 1/(1-rate)) with a stateless seed."""
-    return tf.nn.experimental.stateless_dropout(x, rate=rate, seed=seed)
+    """Element-wise dropout (kept units scaled by 1/(1-rate)) with a stateless seed.
+
+    When rate is a multiple of 1/256 (the default 0.5 is) and the channel count of 4, one random
+    byte per unit decides exactly: keep iff byte >= 256 * rate, probability 1 - rate. Each uint32
+    drawn then serves 4 units instead of 1, which halves dropout's share of a training step (the
+    random numbers were most of it). Other rates take TF's stateless_dropout (float uniforms).
+    """
+    threshold = 256.0 * rate
+    if threshold != int(threshold) or x.shape[-1] is None or x.shape[-1] % 4:
+        return tf.nn.experimental.stateless_dropout(x, rate=rate, seed=seed)
+    word_shape = tf.concat([tf.shape(x)[:-1], [x.shape[-1] // 4]], axis=0)
+    words = tf.random.stateless_uniform(word_shape, seed, minval=None, maxval=None, dtype=tf.uint32)
+    random_bytes = tf.reshape(tf.bitcast(words, tf.uint8), tf.shape(x))
+    keep = random_bytes >= tf.constant(int(threshold), tf.uint8)
+    return x * tf.cast(keep, x.dtype) * (1.0 / (1.0 - rate))
 
 
 def averaged(variable, ema):

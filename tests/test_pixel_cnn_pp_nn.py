@@ -302,3 +302,29 @@ def test_shifted_convolutions_see_only_the_past():
             for i in range(6):
                 for j in range(6):
                     assert (grad[i, j] > 0) == allowed(r, c, i, j), (type(layer).__name__, r, c, i, j)
+
+
+@pytest.mark.parametrize("rate, channels", [(0.5, 320), (0.25, 12), (0.3, 12), (0.5, 6)])
+def test_dropout_drops_each_unit_independently_with_probability_rate(rate, channels):
+    """Byte-threshold dropout (rate k/256, channels % 4 == 0) and TF's fallback (other rates or
+    channel counts) alike: drop fraction within 5 sigma of `rate`, kept units scaled by
+    1/(1-rate), the four units that share one random word uncorrelated, gradient = mask/(1-rate),
+    and the mask a function of the seed, also under a tf.function with an unknown batch size."""
+    x = tf.random.stateless_uniform([64, 8, 8, channels], [3, 1], 1.0, 2.0)  # 5 sigma < 1/256 at 320
+    run = tf.function(lambda x, seed: nn.dropout(x, rate, seed),
+                      input_signature=[tf.TensorSpec([None, 8, 8, channels]), tf.TensorSpec([2], tf.int32)])
+    y = run(x, tf.constant([7, 7])).numpy()
+    kept = y != 0
+    n = kept.size
+    assert abs((1 - kept.mean()) - rate) < 5 * np.sqrt(rate * (1 - rate) / n)
+    np.testing.assert_allclose(y[kept], x.numpy()[kept] / (1 - rate), rtol=1e-6)
+    mask = kept.reshape(-1, channels).astype(np.float64)
+    for lag in (1, 2, 3):  # neighbours within one uint32 word
+        corr = np.corrcoef(mask[:, :-lag].ravel(), mask[:, lag:].ravel())[0, 1]
+        assert abs(corr) < 5 / np.sqrt(mask[:, lag:].size)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y_again = nn.dropout(x, rate, tf.constant([7, 7]))
+    np.testing.assert_array_equal(y_again.numpy(), y)
+    np.testing.assert_allclose(tape.gradient(y_again, x).numpy(), kept / (1 - rate), rtol=1e-6)
+    assert not np.array_equal(run(x, tf.constant([7, 8])).numpy() != 0, kept)
