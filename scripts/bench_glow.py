@@ -5,12 +5,13 @@
   python scripts/bench_glow.py --only speed --modes graph --rounds 5   # ours vs TFP, graph mode
   python scripts/bench_glow.py --stability_steps 2000  # + long run at lr 1e-3 with linear warmup
 
-Default model: 32x32x3, n_levels 3, depth 32, width 400, affine coupling, LU 1x1 conv, learntop, batch 8,
-trained on random 32x32 crops of skimage's real photos (astronaut, chelsea, coffee, rocket).
-Speed: training img/s (loss + gradient + Adam update) and log-likelihood img/s, each as a tf.function with
-and without jit_compile, for this Glow and (when tensorflow_probability is installed) TFP's tfb.Glow of the
-same size, timed in interleaved rounds with the median ratio printed. Memory: peak RSS of a fresh process doing init + training steps, with and without
-gradient checkpointing (each mode in its own subprocess so the peaks do not mix).
+Default model: 32x32x3, n_levels 3, depth 32, width 400, affine coupling, LU 1x1 conv, learntop,
+batch 8, trained on random 32x32 crops of skimage's real photos (astronaut, chelsea, coffee, rocket).
+Speed: training img/s (loss + gradient + the trainer's Adamax update) and log-likelihood img/s, each
+as a tf.function with and without jit_compile, for this Glow and (when tensorflow_probability is
+installed) TFP's tfb.Glow of the same size with the same optimizer, timed in interleaved rounds with
+the median ratio printed. Memory: peak RSS of a fresh process doing init + training steps, with and
+without gradient checkpointing (each mode in its own subprocess so the peaks do not mix).
 """
 import argparse
 import json
@@ -29,6 +30,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from glow.model import Glow, GlowConfig
+from trainer import optim
 
 
 def parse_args(argv=None):
@@ -78,27 +80,22 @@ def make_model(args, gradient_checkpointing=False):
     return model
 
 
-class Adam:
-    """Plain Adam on tf.Variables (the benchmark needs an update step, not the trainer's optimizer)."""
+class TrainerAdamax:
+    """The trainer's optimizer for Glow (openai/glow's Adamax, trainer/optim.py), with the learning
+    rate given per call (the stability run warms it up)."""
 
     def __init__(self, variables):
         self.variables = variables
-        self.m = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
-        self.v = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
-        self.t = tf.Variable(0.0, trainable=False)
+        self.learning_rate = tf.Variable(0.0, trainable=False)
+        self.optimizer = optim.Adamax(variables, lambda step: self.learning_rate, beta2=0.999)
 
     def apply(self, gradients, lr):
-        self.t.assign_add(1.0)
-        for var, g, m, v in zip(self.variables, gradients, self.m, self.v):
-            m.assign(0.9 * m + 0.1 * g)
-            v.assign(0.999 * v + 0.001 * tf.square(g))
-            m_hat = m / (1.0 - 0.9 ** self.t)
-            v_hat = v / (1.0 - 0.999 ** self.t)
-            var.assign_sub(lr * m_hat / (tf.sqrt(v_hat) + 1e-8))
+        self.learning_rate.assign(lr)
+        self.optimizer.apply(gradients, self.variables)
 
 
 def glow_steps(model, jit):
-    optimizer = Adam(model.trainable_variables)
+    optimizer = TrainerAdamax(model.trainable_variables)
 
     @tf.function(jit_compile=jit)
     def train_step(x, seed, lr):
@@ -150,7 +147,7 @@ def tfp_steps(args, batches):
     print(f"TFP tfb.Glow: {params:,} parameters")
 
     def steps(jit):
-        optimizer = Adam(bijector.trainable_variables)
+        optimizer = TrainerAdamax(bijector.trainable_variables)
 
         @tf.function(jit_compile=jit)
         def train_step(x, seed, lr):
@@ -165,8 +162,9 @@ def tfp_steps(args, batches):
 
 
 def bench_speed(args):
-    """Every (model, mode) is traced/compiled once, then timed in `rounds` interleaved rounds, so
-    drifting machine load hits all of them alike; per-round ratios and their median are printed."""
+    """Every (model, mode) is traced/compiled once and called once more after all are compiled, then
+    timed in `rounds` interleaved rounds, so drifting machine load hits all of them alike; per-round
+    ratios and their median are printed."""
     batches = [photo_crops(args.batch_size, args.image_size, seed=s) for s in range(1, 5)]
     model = make_model(args)
     print(f"glow: {model.num_parameters():,} parameters, batch {args.batch_size}, {args.steps} timed "
@@ -191,6 +189,10 @@ def bench_speed(args):
             print(f"  {name} {mode}: first calls (tracing/compiling) {time.perf_counter() - started:.1f} s",
                   flush=True)
             calls[name, mode] = (train, ll)
+    # One more untimed call of each, now that all are compiled: the first call after compiling
+    # another model ran slow (cold caches and allocator), which skewed round 1.
+    for train, ll in calls.values():
+        float(train(0, batches[0])), float(tf.reduce_mean(ll(0, batches[0])))
     rates = {key: [] for key in calls}
     for r in range(args.rounds):
         for key, (train, ll) in calls.items():

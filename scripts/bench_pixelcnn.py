@@ -105,8 +105,9 @@ def tfp_steps(batch_size):
 
 
 def bench(args, names, jit_modes):
-    """Every step is traced/compiled by `warmup` untimed calls, then all are timed in `rounds`
-    interleaved rounds, so drifting machine load hits them alike; medians and per-round ratios."""
+    """Every step is traced/compiled by `warmup` untimed calls and called once more after all are
+    compiled; then all are timed in `rounds` interleaved rounds, so drifting machine load hits them
+    alike; medians and per-round ratios."""
     steps = {}
     if not args.skip_ours:
         for name in names:
@@ -124,6 +125,11 @@ def bench(args, names, jit_modes):
         print(f"  {key[0]} {key[1]}: first {args.warmup} train + log-likelihood calls (tracing, "
               f"compiling) {time.perf_counter() - started:.1f} s", flush=True)
         calls[key] = (train, evaluate)
+    # One more untimed call of each, now that all are compiled: the first call after compiling
+    # another model ran 5-10% slow (cold caches and allocator), which skewed round 1.
+    for train, evaluate in calls.values():
+        for fn, step_args in (train, evaluate):
+            fn(*step_args(0)).numpy()
     rates = {key: [] for key in calls}
     for r in range(args.rounds):
         for key, (train, evaluate) in calls.items():
