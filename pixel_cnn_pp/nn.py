@@ -77,10 +77,10 @@ def pixel_seed(seed, row, col):
 def dropout(x, rate, seed):
     """Element-wise dropout (kept units scaled by 1/(1-rate)) with a stateless seed.
 
-    When rate is a multiple of 1/256 (the default 0.5 is) and the channel count of 4, one random
-    byte per unit decides exactly: keep iff byte >= 256 * rate, probability 1 - rate. Each uint32
-    drawn then serves 4 units instead of 1, which halves dropout's share of a training step (the
-    random numbers were most of it). Other rates take TF's stateless_dropout (float uniforms).
+    When rate is a multiple of 1/256 (the default 0.5 is) and the channel count a multiple of 4,
+    one random byte per unit decides exactly: keep iff byte >= 256 * rate, probability 1 - rate.
+    Each uint32 drawn then serves 4 units instead of 1, which halves dropout's share of a training
+    step (the random numbers were most of it). Other rates take TF's stateless_dropout.
     """
     threshold = 256.0 * rate
     if threshold != int(threshold) or x.shape[-1] is None or x.shape[-1] % 4:

@@ -3,8 +3,9 @@ schedules.
 
 Adam is openai/pixel-cnn's `nn.adam_updates`; Adamax is openai/glow's default `optim.adamax`.
 Both count steps from t = 1 and take gradients that are already summed over replicas. `apply`
-runs in cross-replica context: the update is computed once and assigned to every device's copy,
-so mirrored variables stay identical.
+runs in cross-replica context. Adam computes the update once and assigns it to every device's
+copy; Adamax runs TF's fused kernel on every copy with the same gradient. Either way mirrored
+variables stay identical.
 """
 import tensorflow as tf
 
