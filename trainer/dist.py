@@ -83,6 +83,16 @@ def device_copies(variable):
     return strategy.experimental_local_results(variable) if strategy else (variable,)
 
 
+def per_device_values(variable, value):
+    """`value` as one tensor per device copy of `variable` (the order of device_copies): each
+    device's own component when `value` is mirrored like the variable (gradients reduced to the
+    variables' devices), else the one tensor for every copy."""
+    copies = device_copies(variable)
+    strategy = getattr(variable, "distribute_strategy", None)
+    values = strategy.experimental_local_results(value) if strategy else (value,)
+    return values if len(values) == len(copies) else (tf.convert_to_tensor(value),) * len(copies)
+
+
 def assign_on_every_device(variable, value):
     """variable.assign(value) for every device's copy of a variable (mirrored or plain), from
     cross-replica context. Same result as a mirrored variable's own assign, with a fraction of the

@@ -4,12 +4,12 @@ schedules.
 Adam is openai/pixel-cnn's `nn.adam_updates`; Adamax is openai/glow's default `optim.adamax`.
 Both count steps from t = 1 and take gradients that are already summed over replicas. `apply`
 runs in cross-replica context. Adam computes the update once and assigns it to every device's
-copy; Adamax runs TF's fused kernel on every copy with the same gradient. Either way mirrored
-variables stay identical.
+copy; Adamax runs TF's fused kernel on every copy with that device's copy of the summed gradient.
+Either way mirrored variables stay identical.
 """
 import tensorflow as tf
 
-from trainer.dist import assign_on_every_device, device_copies
+from trainer.dist import assign_on_every_device, device_copies, per_device_values
 
 
 def exponential_decay(base_learning_rate, decay):
@@ -77,7 +77,7 @@ class _MomentOptimizer(tf.Module):
         t = self.iterations + 1
         step_constants = self._step_constants(self.learning_rate(t), tf.cast(t, tf.float32))
         for variable, grad, m1, m2 in zip(variables, grads, self.m1, self.m2):
-            self._update(variable, tf.convert_to_tensor(grad), m1, m2, *step_constants)
+            self._update(variable, grad, m1, m2, *step_constants)
         assign_on_every_device(self.iterations, t)
 
 
@@ -93,7 +93,8 @@ class Adam(_MomentOptimizer):
         return learning_rate, t
 
     def _update(self, variable, grad, m1, m2, learning_rate, t):
-        new_values = adam_step(tf.convert_to_tensor(variable), grad, tf.convert_to_tensor(m1),
+        new_values = adam_step(tf.convert_to_tensor(variable), tf.convert_to_tensor(grad),
+                               tf.convert_to_tensor(m1),
                                tf.convert_to_tensor(m2), learning_rate, t, self.beta1, self.beta2,
                                self.epsilon)
         for target, value in zip((variable, m1, m2), new_values):
@@ -117,8 +118,10 @@ class Adamax(_MomentOptimizer):
         return adamax_step_size(learning_rate, t, self.beta1, self.beta2)
 
     def _update(self, variable, grad, m1, m2, step_size, beta1_power):
-        # The fused kernel updates one device's copy in place; every copy gets the same
-        # (replica-summed) gradient, so mirrored copies stay identical.
-        for w, m1_copy, m2_copy in zip(device_copies(variable), device_copies(m1), device_copies(m2)):
-            adamax_update(w, grad, m1_copy, m2_copy, step_size, beta1_power, self.beta1,
+        # The fused kernel updates one device's copy in place, with that device's copy of the
+        # replica-summed gradient (no cross-device read), so mirrored copies stay identical.
+        for w, m1_copy, m2_copy, grad_copy in zip(device_copies(variable), device_copies(m1),
+                                                  device_copies(m2),
+                                                  per_device_values(variable, grad)):
+            adamax_update(w, grad_copy, m1_copy, m2_copy, step_size, beta1_power, self.beta1,
                           self.beta2, self.weight_decay)
