@@ -20,6 +20,7 @@ import tensorflow as tf
 from biggan import layers
 from biggan.layers import ACCUMULATE, RUNNING, STANDING, TRAIN
 from pixel_cnn_pp.model import to_model_input, to_uint8
+from trainer.dist import run_summed
 from trainer.ema import ExponentialMovingAverage
 from trainer.loop import replica_slice
 from trainer.optim import Adam
@@ -407,12 +408,9 @@ class BigGAN(tf.Module):
     def _apply_replica_gradients(self, replica_step, args, optimizer, variables):
         """Runs replica_step(*args) -> (losses, gradients) on every replica, sums both over the
         replicas and applies the summed gradients to `variables` (cross-replica context)."""
-        losses, grads = self.strategy.run(replica_step, args=args)
-        grads = self.strategy.extended.batch_reduce_to(tf.distribute.ReduceOp.SUM,
-                                                       list(zip(grads, variables)))
+        losses, grads = run_summed(self.strategy, replica_step, args, variables)
         optimizer.apply(grads, variables)
-        return [self.strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
-                for loss in losses]
+        return losses
 
     def _discriminator_replica_step(self, z, y_fake, x, y, share):
         """One replica's D loss terms on its slice of a D step, each divided by the number of

@@ -76,6 +76,18 @@ def mirrored_strategy(nr_gpu):
     return _MIRRORED_STRATEGIES[tuple(devices)], description
 
 
+def run_summed(strategy, replica_step, args, variables):
+    """Runs replica_step(*args) -> (losses, gradients of `variables`) on every replica of
+    `strategy` and returns both summed over the replicas: the losses (any nest of scalars) as
+    tensors, the gradients mirrored onto each variable's devices. Call in cross-replica context."""
+    losses, grads = strategy.run(replica_step, args=args)
+    grads = strategy.extended.batch_reduce_to(tf.distribute.ReduceOp.SUM,
+                                              list(zip(grads, variables)))
+    losses = tf.nest.map_structure(
+        lambda loss: strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None), losses)
+    return losses, grads
+
+
 def device_copies(variable):
     """The plain per-device variables behind a mirrored variable (its own strategy's local
     results, whether or not that strategy's scope is entered), or (variable,) for a plain one."""

@@ -252,10 +252,8 @@ class Trainer:
                 loss = tf.reduce_sum(bits) / self.global_batch
             return loss, tape.gradient(loss, self.variables)
 
-        losses, grads = self.strategy.run(replica_step, args=(images, labels))
-        grads = self.strategy.extended.batch_reduce_to(
-            tf.distribute.ReduceOp.SUM, list(zip(grads, self.variables)))
-        loss = self.strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+        loss, grads = dist.run_summed(self.strategy, replica_step, (images, labels),
+                                      self.variables)
         *grads, loss = self.processes.sum_in_step([*grads, loss])
         self.optimizer.apply(grads, self.variables)
         self.ema.apply()
