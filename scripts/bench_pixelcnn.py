@@ -2,7 +2,7 @@
 
 For each configuration (the default 53.7M-parameter model, a mid-sized one, and the default
 without dropout, which shows what dropout costs) this measures, in one process, images/s of
-  * a training step: loss with dropout, gradients, an Adam update (hand-written, as the trainer's);
+  * a training step: loss with dropout, gradients, the trainer's Adam update (trainer/optim.py);
   * log-likelihood evaluation: per-image NLL without dropout;
 once as a plain tf.function and once with jit_compile=True, and prints the XLA/plain ratios.
 When tensorflow_probability and tf_keras import, TFP's tfd.PixelCNN at its paper configuration
@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from pixel_cnn_pp.model import PixelCNNConfig, PixelCNNPP, to_model_input  # noqa: E402
+from trainer import optim  # noqa: E402
 
 CONFIGS = {
     "default": dict(nr_resnet=5, nr_filters=160, nr_logistic_mix=10),
@@ -39,21 +40,15 @@ CONFIGS = {
 }
 
 
-def make_train_step(loss_fn, variables, jit_compile, learning_rate=1e-3, beta1=0.95, beta2=0.9995):
-    """A tf.function step: mean loss, gradients, Adam update (openai/pixel-cnn moments)."""
-    first = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
-    second = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
-    step = tf.Variable(0.0, trainable=False)
+def make_train_step(loss_fn, variables, jit_compile, learning_rate=1e-3):
+    """A tf.function step: mean loss, gradients, the trainer's Adam update (openai/pixel-cnn's)."""
+    optimizer = optim.Adam(variables, learning_rate)
 
     @tf.function(jit_compile=jit_compile)
     def train_step(x, seed):
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(loss_fn(x, seed))
-        step.assign_add(1.0)
-        for v, m, s, g in zip(variables, first, second, tape.gradient(loss, variables)):
-            m.assign(beta1 * m + (1 - beta1) * g)
-            s.assign(beta2 * s + (1 - beta2) * tf.square(g))
-            v.assign_sub(learning_rate * (m / (1 - beta1 ** step)) / tf.sqrt(s / (1 - beta2 ** step) + 1e-8))
+        optimizer.apply(tape.gradient(loss, variables), variables)
         return loss
 
     return train_step
