@@ -107,6 +107,30 @@ def gated_residual(x, c2):
 # ----------------------------------------------------------------------------------------------
 # Weight-normalised layers
 
+def weight_norm(V, g, axes):
+    """W = g * V / ||V||, the norm taken over `axes` (each output unit's fan-in); g has one entry
+    per output unit. The gradient is written out, because autodiff through l2_normalize makes
+    about twice as many passes over V (53.6M floats in the default model) as needed:
+        t = sum_axes(dW * V),  dg = t / ||V||,  dV = g / ||V|| * (dW - V * t / ||V||^2).
+    """
+    V = tf.convert_to_tensor(V)
+    g = tf.convert_to_tensor(g)
+
+    @tf.custom_gradient
+    def normalised(V, g):
+        inv_norm = tf.math.rsqrt(tf.maximum(tf.reduce_sum(tf.square(V), axes, keepdims=True), 1e-12))
+        scale = tf.reshape(g, inv_norm.shape) * inv_norm
+
+        def grad(dW):
+            t = tf.reduce_sum(dW * V, axes, keepdims=True)
+            dV = (dW - V * (t * tf.square(inv_norm))) * scale
+            return dV, tf.reshape(t * inv_norm, tf.shape(g))
+
+        return V * scale, grad
+
+    return normalised(V, g)
+
+
 class _WeightNormLayer(tf.Module):
     """Shared part of the weight-normalised layers: the variables, the effective weights and the
     data-dependent initialisation. Subclasses define `_normalised_direction`, `_linear` and
@@ -159,7 +183,7 @@ class Dense(_WeightNormLayer):
         super().__init__([in_channels, num_units], num_units, init_scale, name)
 
     def _normalised_direction(self, V, g):
-        return g * tf.nn.l2_normalize(V, axis=0)
+        return weight_norm(V, g, [0])
 
     def _linear(self, x, W, b):
         return tf.tensordot(x, W, axes=1) + b
@@ -180,7 +204,7 @@ class Conv2D(_WeightNormLayer):
         super().__init__([*self.filter_size, in_channels, num_filters], num_filters, init_scale, name)
 
     def _normalised_direction(self, V, g):
-        return g * tf.nn.l2_normalize(V, axis=[0, 1, 2])
+        return weight_norm(V, g, [0, 1, 2])
 
     def _linear(self, x, W, b):
         return tf.nn.bias_add(tf.nn.conv2d(x, W, [1, *self.stride, 1], self.padding), b)
@@ -197,7 +221,7 @@ class Deconv2D(_WeightNormLayer):
         super().__init__([*self.filter_size, num_filters, in_channels], num_filters, init_scale, name)
 
     def _normalised_direction(self, V, g):
-        return g[:, None] * tf.nn.l2_normalize(V, axis=[0, 1, 3])
+        return weight_norm(V, g, [0, 1, 3])
 
     def _linear(self, x, W, b):
         (kh, kw), (sh, sw) = self.filter_size, self.stride

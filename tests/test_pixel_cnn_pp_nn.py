@@ -288,6 +288,24 @@ def test_weights_are_weight_normalised_and_read_averages(layer_class, stride):
     np.testing.assert_allclose(b_avg.numpy(), 2 * b.numpy())
 
 
+@pytest.mark.parametrize("shape,axes", [([4, 3], [0]), ([2, 3, 4, 3], [0, 1, 2]), ([2, 2, 3, 4], [0, 1, 3])])
+def test_weight_norm_value_and_hand_written_gradient(shape, axes):
+    """W = g V/||V|| per output unit, and its hand-written gradient equals finite differences."""
+    rng = np.random.default_rng(0)
+    out_axis = next(i for i in range(len(shape)) if i not in axes)
+    V = rng.normal(size=shape)
+    g = rng.uniform(0.5, 2.0, size=shape[out_axis])
+    g_shape = [1] * len(shape)
+    g_shape[out_axis] = -1
+    expected = g.reshape(g_shape) * V / np.sqrt((V ** 2).sum(axis=tuple(axes), keepdims=True))
+    np.testing.assert_allclose(nn.weight_norm(tf.constant(V), tf.constant(g), axes).numpy(), expected,
+                               rtol=1e-12)
+    theoretical, numerical = tf.test.compute_gradient(lambda V, g: nn.weight_norm(V, g, axes),
+                                                      [tf.constant(V), tf.constant(g)])
+    for analytic, finite_difference in zip(theoretical, numerical):
+        np.testing.assert_allclose(analytic, finite_difference, atol=1e-5)  # central differences, O(delta^2)
+
+
 def test_shifted_convolutions_see_only_the_past():
     """A (2, 3) down-shifted conv at (r, c) sees rows r-1..r, columns c-1..c+1 (rows above only
     after down_shift); a (2, 2) down-right-shifted conv sees rows r-1..r, columns c-1..c."""
