@@ -29,9 +29,19 @@ LOG_SCALE_MIN = -7.0  # floor on the logistic log-scale, in the loss and the sam
 # ----------------------------------------------------------------------------------------------
 # Nonlinearities and shifts
 
+@tf.custom_gradient
 def concat_elu(x):
-    """ELU of [x, -x] (a concatenated ELU); doubles the channel count."""
-    return tf.nn.elu(tf.concat([x, -x], axis=-1))
+    """ELU of [x, -x] (a concatenated ELU); doubles the channel count.
+
+    Gradient by hand: one EluGrad over both halves, then (upper - lower), instead of autodiff's
+    two slices of the incoming gradient, two half-size ELU gradients, a negation and a sum."""
+    y = tf.nn.elu(tf.concat([x, -x], axis=-1))
+
+    def grad(dy):
+        d_positive, d_negative = tf.split(tf.raw_ops.EluGrad(gradients=dy, outputs=y), 2, axis=-1)
+        return d_positive - d_negative
+
+    return y, grad
 
 
 NONLINEARITIES = {"concat_elu": concat_elu, "elu": tf.nn.elu, "relu": tf.nn.relu}

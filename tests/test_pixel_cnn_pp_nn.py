@@ -288,6 +288,17 @@ def test_weights_are_weight_normalised_and_read_averages(layer_class, stride):
     np.testing.assert_allclose(b_avg.numpy(), 2 * b.numpy())
 
 
+def test_concat_elu_value_and_hand_written_gradient():
+    """concat_elu = ELU([x, -x]) and its hand-written gradient equals finite differences, with
+    inputs on both sides of 0 (ELU's derivative changes form there)."""
+    x = np.random.default_rng(0).normal(size=[2, 3, 4]) * 2.0
+    elu = lambda z: np.where(z > 0, z, np.expm1(np.minimum(z, 0)))  # noqa: E731
+    np.testing.assert_allclose(nn.concat_elu(tf.constant(x)).numpy(),
+                               np.concatenate([elu(x), elu(-x)], axis=-1), rtol=1e-12)
+    (analytic,), (finite_difference,) = tf.test.compute_gradient(nn.concat_elu, [tf.constant(x)])
+    np.testing.assert_allclose(analytic, finite_difference, atol=1e-5)
+
+
 @pytest.mark.parametrize("shape,axes", [([4, 3], [0]), ([2, 3, 4, 3], [0, 1, 2]), ([2, 2, 3, 4], [0, 1, 3])])
 def test_weight_norm_value_and_hand_written_gradient(shape, axes):
     """W = g V/||V|| per output unit, and its hand-written gradient equals finite differences."""
