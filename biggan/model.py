@@ -20,9 +20,8 @@ import tensorflow as tf
 from biggan import layers
 from biggan.layers import ACCUMULATE, RUNNING, STANDING, TRAIN
 from pixel_cnn_pp.model import to_model_input, to_uint8
-from trainer.dist import run_summed
+from trainer.dist import replica_slice, run_summed
 from trainer.ema import ExponentialMovingAverage
-from trainer.loop import replica_slice
 from trainer.optim import Adam
 
 BOTTOM_WIDTH = 4  # G starts from a 4x4 map

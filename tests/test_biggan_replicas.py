@@ -19,7 +19,7 @@ from biggan import model as bg
 from photo_crops import photo_crops
 from trainer import checkpoint, dist
 from trainer.families import biggan as adapter
-from trainer.loop import replica_slice
+from trainer.dist import replica_slice
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -76,6 +76,13 @@ def mirrored_strategy(nr_gpu):
     return _MIRRORED_STRATEGIES[tuple(devices)], description
 
 
+def replica_slice(tensor, per_replica, first_local_replica=0):
+    """This replica's contiguous slice of its process's batch (`first_local_replica`: the
+    strategy's id of this process's first replica, nonzero when the strategy spans processes)."""
+    replica = tf.distribute.get_replica_context().replica_id_in_sync_group - first_local_replica
+    return tensor[replica * per_replica:(replica + 1) * per_replica]
+
+
 def run_summed(strategy, replica_step, args, variables):
     """Runs replica_step(*args) -> (losses, gradients of `variables`) on every replica of
     `strategy` and returns both summed over the replicas: the losses (any nest of scalars) as

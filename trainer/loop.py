@@ -48,13 +48,6 @@ class NonFiniteLossError(Exception):
     """Training diverged. The message is one line."""
 
 
-def replica_slice(tensor, per_replica, first_local_replica=0):
-    """This replica's contiguous slice of its process's batch (`first_local_replica`: the
-    strategy's id of this process's first replica, nonzero when the strategy spans processes)."""
-    replica = tf.distribute.get_replica_context().replica_id_in_sync_group - first_local_replica
-    return tensor[replica * per_replica:(replica + 1) * per_replica]
-
-
 def step_seed(seed, step):
     """The stateless seed of global step `step`, the same on every replica and process."""
     return tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)])
@@ -241,8 +234,8 @@ class Trainer:
         image_shape = self.info.image_shape
 
         def replica_step(images, labels):
-            images = replica_slice(images, self.per_replica_batch, self.first_local_replica)
-            labels = replica_slice(labels, self.per_replica_batch, self.first_local_replica)
+            images = dist.replica_slice(images, self.per_replica_batch, self.first_local_replica)
+            labels = dist.replica_slice(labels, self.per_replica_batch, self.first_local_replica)
             with tf.GradientTape() as tape:
                 nats = self.family.nats(
                     self.model, images, labels, training=True,
@@ -264,8 +257,8 @@ class Trainer:
         def replica_nats(images, labels):
             return self.family.nats(
                 self.model,
-                replica_slice(images, self.per_replica_batch, self.first_local_replica),
-                replica_slice(labels, self.per_replica_batch, self.first_local_replica),
+                dist.replica_slice(images, self.per_replica_batch, self.first_local_replica),
+                dist.replica_slice(labels, self.per_replica_batch, self.first_local_replica),
                 ema=self.ema)
 
         per_replica = self.strategy.run(replica_nats, args=(images, labels))
