@@ -63,6 +63,7 @@ class GlowConfig:
     n_bits_x: int = 8  # bit depth modelled
     num_classes: int = 0  # n_y
     gradient_checkpointing: bool = False  # recompute each flow step's activations in the backward pass
+    augmentation: int = 0  # openai/glow --dal: 0 none, 1 shifts, 2 + rotation, zoom, shear, flip (data/augment.py)
     seed: int = 0  # initial weights and shuffle permutations
     dtype: str = "float32"  # "float64" for exact-arithmetic checks
 
@@ -93,6 +94,8 @@ class GlowConfig:
             raise ValueError(f"weight_y={self.weight_y} needs ycond=True and must be >= 0")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.augmentation not in (0, 1, 2):
+            raise ValueError(f"augmentation (--dal) must be 0, 1 or 2, got {self.augmentation}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
 

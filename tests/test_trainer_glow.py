@@ -232,3 +232,23 @@ def test_gradient_checkpointing_changes_no_loss_and_no_gradient(tiny_image_folde
         expected = tape.gradient(plain_bits, variable).numpy()
         np.testing.assert_allclose(tape.gradient(bits, variable).numpy(), expected, rtol=1e-4,
                                    atol=1e-4 * np.abs(expected).max() + 1e-12)
+
+
+def test_dal_augments_training_batches_only():
+    """--dal changes what a training step sees (and so its loss); evaluation is never augmented."""
+    from glow import model as glow_model
+    from trainer.families import glow as family
+    config = glow_model.GlowConfig(image_shape=(8, 8, 3), n_levels=2, depth=1, width=8, seed=3)
+    plain, augmented = (family.build(dict(config.to_dict(), augmentation=level)) for level in (0, 2))
+    images = tf.constant(photo_crops(4, 8))
+    labels = tf.zeros([4], tf.int32)
+    for model in (plain, augmented):
+        family.initialize(model, images, labels, seed=[0, 0])
+    for a, b in zip(plain.trainable_variables, augmented.trainable_variables):
+        b.assign(a)  # same weights: only the augmentation differs
+    step = tf.constant([5, 1], tf.int64)
+    train_plain, train_augmented = (family.nats(m, images, labels, training=True, seed=step)
+                                    for m in (plain, augmented))
+    assert np.abs(train_plain.numpy() - train_augmented.numpy()).max() > 1e-3
+    np.testing.assert_array_equal(family.nats(plain, images, labels).numpy(),
+                                  family.nats(augmented, images, labels).numpy())

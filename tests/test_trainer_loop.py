@@ -14,7 +14,7 @@ from trainer.logger import Logger
 # Tiny models (dropout off) per family; a family joins these tests by adding its flags here.
 FAMILY_FLAGS = {
     "pixelcnn": ["-q", "1", "-n", "8", "-m", "2", "-p", "0"],
-    "glow": ["--n_levels", "2", "--depth", "2", "--width", "8"],
+    "glow": ["--n_levels", "2", "--depth", "2", "--width", "8", "--dal", "2"],  # augmented too
 }
 
 

@@ -16,6 +16,10 @@ and a test image always gets the same score (evaluation uses seed 0). Exception:
 --gradient_checkpointing 1 a training step is one batched call with the replica's seed (see
 `nats`).
 
+Augmentation (--dal). As openai/glow, training images (and the init batch) are augmented on the
+fly, by default for CIFAR-10 only (--dal 1, shifts); see data/augment.py. Each image's draw is
+seeded like its noise (the step's seed and its pixels), so it too is the same on any device split.
+
 Learning rate. openai/glow computed lr * min(1, n_processed / (n_train * epochs_warmup)) before
 each step with n_processed starting at 0, so its first step had lr 0; here step t = 1, 2, ...
 uses lr * min(1, t / (steps_per_epoch * epochs_warmup)), the same ramp one step earlier.
@@ -31,6 +35,7 @@ from PIL import Image
 from tqdm import tqdm
 
 import data
+from data import augment
 from glow import model as glow_model
 from trainer import images as image_files
 from trainer import optim
@@ -50,7 +55,10 @@ PAPER_SETTING = dict(n_levels=3, depth=32, width=512, flow_permutation=2, flow_c
                      learntop=True, n_bits_x=8, batch_size=64, nr_gpu=8, learning_rate=0.001,
                      epochs_warmup=10.0, polyak_epochs=1.0, optimizer="adamax",
                      gradient_checkpointing=1, save_interval=50, max_epochs=1000000,
-                     sample_batch_size=64)
+                     sample_batch_size=64, dal=0)
+# openai/glow augmented MNIST and CIFAR-10 by default (--dal 1: random shifts of up to 10%); its
+# TFRecord data sets (ImageNet, CelebA-HQ, LSUN) were not augmented.
+CIFAR_SETTING = dict(PAPER_SETTING, dal=1)
 # The README's CelebA-HQ command: 6 levels, 5-bit data, and 64 images per GPU at the 32 px anchor
 # resolution, i.e. 1 image per GPU at 256 px (openai/glow train.py:93-99).
 CELEBAHQ_SETTING = dict(PAPER_SETTING, n_levels=6, n_bits_x=5, batch_size=1)
@@ -60,9 +68,10 @@ CELEBAHQ_SETTING = dict(PAPER_SETTING, n_levels=6, n_bits_x=5, batch_size=1)
 CPU_SETTING = dict(n_levels=3, depth=8, width=128, flow_permutation=2, flow_coupling=0,
                    learntop=True, n_bits_x=8, batch_size=32, nr_gpu=1, learning_rate=0.001,
                    epochs_warmup=1.0, polyak_epochs=1.0, optimizer="adamax",
-                   gradient_checkpointing=0, save_interval=1, max_epochs=4, sample_batch_size=64)
+                   gradient_checkpointing=0, save_interval=1, max_epochs=4, sample_batch_size=64,
+                   dal=0)
 # The one per-data-set table of defaults; data sets not listed get the paper setting.
-DEFAULTS_BY_DATA_SET = {"cifar": PAPER_SETTING, "imagenet": PAPER_SETTING,
+DEFAULTS_BY_DATA_SET = {"cifar": CIFAR_SETTING, "imagenet": PAPER_SETTING,
                         "celebahq": CELEBAHQ_SETTING, "celebahq_pggan": CELEBAHQ_SETTING,
                         "celebahq_images": CELEBAHQ_SETTING,
                         "real32": CPU_SETTING, "fashion_mnist": CPU_SETTING,
@@ -115,6 +124,9 @@ def add_arguments(parser):
     group.add_argument("--optimizer", choices=("adamax", "adam"), default=None,
                        help="adamax (openai/glow's default) or adam")
     group.add_argument("--beta1", type=float, default=0.9, help="first-moment decay")
+    group.add_argument("--dal", type=int, choices=augment.LEVELS, default=None,
+                       help="training-data augmentation: 0 none, 1 random shifts of up to 10%%, "
+                            "2 also rotation, zoom, shear and horizontal flips (data/augment.py)")
 
 
 def model_config(args, info):
@@ -130,7 +142,8 @@ def model_config(args, info):
             flow_coupling=args.flow_coupling, learntop=bool(args.learntop), ycond=args.ycond,
             weight_y=args.weight_y, n_bits_x=args.n_bits_x,
             num_classes=info.num_classes if args.ycond else 0,
-            gradient_checkpointing=bool(args.gradient_checkpointing), seed=args.seed)
+            gradient_checkpointing=bool(args.gradient_checkpointing), augmentation=args.dal,
+            seed=args.seed)
     except ValueError as error:
         raise ValueError(f"Glow on {info.name!r} ({'x'.join(map(str, info.image_shape))}): "
                          f"{error} (--image_size, --n_levels, ...)") from None
@@ -147,6 +160,10 @@ def _labels(model, labels):
 
 
 def initialize(model, images, labels, seed):
+    """Data-dependent init; with --dal on augmented images, as openai/glow's init batch came
+    from its augmented training stream."""
+    if model.config.augmentation:
+        images = augment.augment(images, augmentation_seeds(images, seed), model.config.augmentation)
     model.initialize(images, _labels(model, labels), seed=seed)
 
 
@@ -170,6 +187,12 @@ def image_seeds(images, seed):
     return tf.stack([tf.fill(tf.shape(hashes), step_part), hashes], axis=1)
 
 
+def augmentation_seeds(images, seed):
+    """One --dal seed per image, like image_seeds but from a stream folded off `seed`, so an
+    image's augmentation is independent of its dequantisation noise."""
+    return image_seeds(images, tf.random.experimental.stateless_fold_in(glow_model.as_seed(seed), 1))
+
+
 def nats(model, images, labels, training=False, ema=None, seed=None, step_seed=None):
     """training=True: openai/glow's loss (bits_x + weight_y bits_y); else -log p(x) alone.
     Returned per image in nats (the trainer's unit; bits_per_dim converts back).
@@ -181,6 +204,10 @@ def nats(model, images, labels, training=False, ema=None, seed=None, step_seed=N
     gradients, measured), so with --gradient_checkpointing 1 training takes one batched call and
     its noise depends on the split of the batch over devices."""
     y = _labels(model, labels)
+    if training and model.config.augmentation:  # --dal, seeded per image by the step's seed
+        images = augment.augment(images, augmentation_seeds(images, seed if step_seed is None
+                                                            else step_seed),
+                                 model.config.augmentation)
     checkpointed = training and model.config.gradient_checkpointing
     if checkpointed:
         bits, _ = model.loss(images, y, ema=ema, seed=seed, training=True)
