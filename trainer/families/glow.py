@@ -162,9 +162,7 @@ def _labels(model, labels):
 def initialize(model, images, labels, seed):
     """Data-dependent init; with --dal on augmented images, as openai/glow's init batch came
     from its augmented training stream."""
-    if model.config.augmentation:
-        images = augment.augment(images, augmentation_seeds(images, seed), model.config.augmentation)
-    model.initialize(images, _labels(model, labels), seed=seed)
+    model.initialize(augmented(model, images, seed), _labels(model, labels), seed=seed)
 
 
 def pixel_hashes(images):
@@ -187,10 +185,14 @@ def image_seeds(images, seed):
     return tf.stack([tf.fill(tf.shape(hashes), step_part), hashes], axis=1)
 
 
-def augmentation_seeds(images, seed):
-    """One --dal seed per image, like image_seeds but from a stream folded off `seed`, so an
-    image's augmentation is independent of its dequantisation noise."""
-    return image_seeds(images, tf.random.experimental.stateless_fold_in(glow_model.as_seed(seed), 1))
+def augmented(model, images, seed):
+    """The images after the model's --dal augmentation (unchanged, and no seeds computed, at 0).
+    Each image is seeded like image_seeds, from a stream folded off `seed`, so its augmentation
+    is independent of its dequantisation noise."""
+    if not model.config.augmentation:
+        return images
+    seeds = image_seeds(images, tf.random.experimental.stateless_fold_in(glow_model.as_seed(seed), 1))
+    return augment.augment(images, seeds, model.config.augmentation)
 
 
 def nats(model, images, labels, training=False, ema=None, seed=None, step_seed=None):
@@ -204,16 +206,14 @@ def nats(model, images, labels, training=False, ema=None, seed=None, step_seed=N
     gradients, measured), so with --gradient_checkpointing 1 training takes one batched call and
     its noise depends on the split of the batch over devices."""
     y = _labels(model, labels)
-    if training and model.config.augmentation:  # --dal, seeded per image by the step's seed
-        images = augment.augment(images, augmentation_seeds(images, seed if step_seed is None
-                                                            else step_seed),
-                                 model.config.augmentation)
+    step_seed = seed if step_seed is None else step_seed
+    if training:  # --dal, seeded per image by the step's seed
+        images = augmented(model, images, step_seed)
     checkpointed = training and model.config.gradient_checkpointing
     if checkpointed:
         bits, _ = model.loss(images, y, ema=ema, seed=seed, training=True)
     else:
-        seeds = image_seeds(images, (seed if step_seed is None else step_seed)
-                            if training else None)
+        seeds = image_seeds(images, step_seed if training else None)
         labels = tf.cast(labels, tf.int32)
 
         def one_image(elements):
