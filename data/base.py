@@ -1,9 +1,10 @@
 """What every data source provides, and the one error type for bad input.
 
-A source is one data set on disk (CIFAR-10, CelebA-HQ TFRecords, a folder, ...). Sources small
-enough for memory implement `arrays`; sources that must be streamed implement `records`.
-Everything after that (sharding, shuffling, batching, repeat, prefetch) is `data.pipeline`'s job
-and is shared by every source.
+A source is one data set on disk (CIFAR-10, CelebA-HQ TFRecords, a folder, ...). Sources that
+hold their pixels in arrays (in memory, or memory-mapped from a cache: `data.cache`) implement
+`arrays`; sources streamed from record files implement `records`, which hands each worker only
+its own records. Everything after that (shuffling, batching, repeat, prefetch) is
+`data.pipeline`'s job and is shared by every source.
 """
 import dataclasses
 from typing import Optional
@@ -40,26 +41,35 @@ class Source:
     `image_size` is the requested square side for sources that offer several resolutions or
     resize (folders, CelebA-HQ, ImageNet 32/64); fixed-size sources reject any other value.
     `info()` must be cheap: it may read headers, file lists or a small cached index, never all
-    the pixels. Constructors check nothing; errors surface from `info`/`arrays`/`records`.
+    the pixels. `cache_dir` is where sources that decode images keep their decoded cache (None:
+    `data.cache.default_root()`). Constructors check nothing; errors surface from
+    `info`/`arrays`/`records`.
     """
 
     name = None
     streamed = False  # True: implements `records`; False: implements `arrays`
 
-    def __init__(self, data_dir, image_size=None):
+    def __init__(self, data_dir, image_size=None, cache_dir=None):
         self.data_dir = data_dir
         self.image_size = image_size
+        self.cache_dir = cache_dir
 
     def info(self) -> DatasetInfo:
         raise NotImplementedError
 
     def arrays(self, split) -> Arrays:
-        """The whole split in memory, in a stable order."""
+        """The whole split, in memory or memory-mapped, in a stable order."""
         raise NotImplementedError
 
-    def records(self, split):
-        """A tf.data.Dataset of (image uint8 [H,W,C], label int32 [], attributes int32 [A]) in a
-        stable order (A = 0 when the set has no attributes)."""
+    def records(self, split, num_shards=1, shard_index=0):
+        """A tf.data.Dataset of the (image uint8 [H,W,C], label int32 [], attributes int32 [A])
+        records of one worker's shard (A = 0 when the set has no attributes), in a stable order.
+        Together the shards hold every record of the split exactly once."""
+        raise NotImplementedError
+
+    def shard_positions(self, split, num_shards=1, shard_index=0):
+        """int64 positions in the split's unsharded order of the records `records` yields, in
+        the order it yields them."""
         raise NotImplementedError
 
 

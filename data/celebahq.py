@@ -1,4 +1,4 @@
-"""CelebA-HQ in the three forms it is found on disk, all streamed (30,000 images of 256² or 1024²).
+"""CelebA-HQ in the three forms it is found on disk (30,000 images of 256² or 1024²).
 
   celebahq         glow's sharded TFRecords (`celeba-tfr.tar`, written by openai/glow
                    `data_loaders/generate_tfr/generate.py`):
@@ -16,8 +16,14 @@
                    of 'test' reading through 90% of it at every evaluation.
   celebahq_images  a folder of PNG/JPEG images (<data_dir>/CelebA-HQ-img/ or <data_dir> itself),
                    optionally with the CelebAMask-HQ attribute file; images are centre-cropped and
-                   resized to image_size. Sorted by numeric file stem, the LAST 10% are 'test'
-                   (CelebA-HQ-to-CelebA-mapping.txt is not read).
+                   resized to image_size once, into a memory-mapped cache (data.cache). Sorted by
+                   numeric file stem, the LAST 10% are 'test' (CelebA-HQ-to-CelebA-mapping.txt is
+                   not read).
+
+The two TFRecord sets are streamed. A worker of several reads only its own files (file i goes to
+worker i % workers) when the split is whole files and there are at least as many as workers;
+otherwise every worker reads all files and keeps every workers-th record (PGGAN's single file,
+or fewer files than workers). `shard_positions` says which records a worker gets.
 
 Labels: CelebA-HQ has none; every label is 0 (glow writes 0 into `label`; it is not read).
 Attributes: the 40 CelebA attributes (+-1) when the files carry them, else an empty vector.
@@ -25,12 +31,13 @@ Attributes: the 40 CelebA attributes (+-1) when the files carry them, else an em
 Checks that cost no pixel reads run before any data flows: all shards present, every TFRecord
 file walked header to header (12 bytes per record) for its record count and to catch truncated
 files, the first record's shape and features. Problems only visible in a record's contents (a bad
-CRC, a wrong `data` length or `shape`, attributes other than +-1, an undecodable image) can only
-show while iterating: they raise a tf.errors.OpError (DataLossError for a bad CRC, else
+CRC, a wrong `data` length or `shape`, attributes other than +-1) can only show while iterating: they raise a tf.errors.OpError (DataLossError for a bad CRC, else
 InvalidArgumentError whose message names the file), which the loop that iterates turns into a
 one-line DataError. Checking every CRC up front would mean reading all pixels (5 GB at 256², 80 GB
-at 1024²) before each run.
+at 1024²) before each run. An undecodable image of celebahq_images stops its cache build with a
+DataError naming the file.
 """
+import functools
 import glob
 import os
 import re
@@ -39,8 +46,9 @@ import struct
 import numpy as np
 import tensorflow as tf
 
-from data import images
-from data.base import SPLITS, DataError, DatasetInfo, Source, check_split, register
+from data import cache, images
+from data.base import SPLITS, Arrays, DataError, DatasetInfo, Source, check_split, register
+from data.pipeline import shard_indices
 
 DEFAULT_IMAGE_SIZE = 256
 
@@ -116,8 +124,8 @@ class _TFRecordSource(Source):
     streamed = True
     channels_first = False  # layout of `data`: HWC (glow) or CHW (PGGAN)
 
-    def __init__(self, data_dir, image_size=None):
-        super().__init__(data_dir, image_size)
+    def __init__(self, data_dir, image_size=None, cache_dir=None):
+        super().__init__(data_dir, image_size, cache_dir)
         self._plans = {}  # split -> _find_plan(split); walking the files once per source is enough
 
     def _plan(self, split):
@@ -163,7 +171,26 @@ class _TFRecordSource(Source):
                            split_sizes={split: self._plan(split)[3] for split in SPLITS},
                            attribute_names=attributes)
 
-    def records(self, split):
+    def _own_files(self, split, num_shards, shard_index):
+        """The indices of the files one worker reads alone, or None when the workers share the
+        files and take every num_shards-th record: whole files go to workers round-robin when
+        the split is every record of at least num_shards files."""
+        paths, counts, skip, take = self._plan(split)
+        if len(paths) < num_shards or skip or take != sum(counts):
+            return None
+        return list(range(shard_index, len(paths), num_shards))
+
+    def shard_positions(self, split, num_shards=1, shard_index=0):
+        check_split(split)
+        _, counts, _, take = self._plan(split)
+        own = self._own_files(split, num_shards, shard_index)
+        if own is None:
+            return shard_indices(take, num_shards, shard_index)
+        starts = np.cumsum([0] + counts)
+        return np.concatenate([np.arange(starts[k], starts[k + 1]) for k in own] +
+                              [np.zeros([0], np.int64)]).astype(np.int64)
+
+    def records(self, split, num_shards=1, shard_index=0):
         check_split(split)
         size, _ = power_of_two_size(self.name, self.image_size)
         has_attributes = self._has_attributes(size)
@@ -171,10 +198,15 @@ class _TFRecordSource(Source):
         if take == 0:
             raise DataError(f"{self.name}: the {split!r} split of {self.data_dir} is empty "
                             f"(10% of the records are 'test'; the files hold too few)")
+        own = self._own_files(split, num_shards, shard_index)
+        if own is not None:
+            paths, counts = [paths[k] for k in own], [counts[k] for k in own]
         # Each record travels with its file's name so that a bad record can be traced to it.
         serialized = tf.data.Dataset.zip((
-            tf.data.Dataset.from_tensor_slices(np.repeat(paths, counts)),
+            tf.data.Dataset.from_tensor_slices(np.repeat(np.array(paths, str), counts)),
             tf.data.TFRecordDataset(paths))).skip(skip).take(take)
+        if own is None:
+            serialized = serialized.shard(num_shards, shard_index)
         return serialized.map(lambda path, record: self._parse(path, record, size, has_attributes),
                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
@@ -349,10 +381,10 @@ def read_attribute_file(path):
 
 @register
 class CelebAHQImages(Source):
-    """A folder of CelebA-HQ images (CelebAMask-HQ's CelebA-HQ-img/ or any resized copy)."""
+    """A folder of CelebA-HQ images (CelebAMask-HQ's CelebA-HQ-img/ or any resized copy),
+    decoded and resized once into a memory-mapped cache (`data.cache`)."""
 
     name = "celebahq_images"
-    streamed = True
 
     def _size(self):
         size = DEFAULT_IMAGE_SIZE if self.image_size is None else self.image_size
@@ -407,7 +439,7 @@ class CelebAHQImages(Source):
                            split_sizes={"train": len(paths) - held_out, "test": held_out},
                            attribute_names=names)
 
-    def records(self, split):
+    def arrays(self, split):
         check_split(split)
         size = self._size()
         paths, attributes, _ = self._index()
@@ -417,14 +449,9 @@ class CelebAHQImages(Source):
         if not paths:
             raise DataError(f"{self.name}: the {split!r} split of {self.data_dir} is empty "
                             f"(the last 10% of the images are 'test'; the folder holds too few)")
-
-        def load(path):
-            return images.resize_square(images.read_image(path.decode(), mode="RGB"), size)
-
-        def load_op(path, attribute_row):
-            image = tf.numpy_function(load, [path], tf.uint8)
-            image.set_shape([size, size, 3])
-            return image, tf.constant(0, tf.int32), attribute_row
-
-        listing = tf.data.Dataset.from_tensor_slices((paths, attributes))
-        return listing.map(load_op, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        folder = os.path.dirname(paths[0])
+        pixels = cache.cached_images(self.name, folder, split,
+                                     [os.path.basename(path) for path in paths], (size, size, 3),
+                                     functools.partial(images.square_rgb, size=size),
+                                     self.cache_dir)
+        return Arrays(images=pixels, labels=np.zeros(len(paths), np.int32), attributes=attributes)

@@ -9,15 +9,16 @@ Layout rules, all decided from file names alone (so `info` never decodes a pixel
   * Split: when `train/` and `test/` sub-folders both exist they are the splits (class folders
     go inside them); otherwise every 10th image in sorted order (the 10th, 20th, ...) is test.
 Each image is converted to RGB, centre-cropped to a square and area-resized
-(`data.images.resize_square`). Decoded splits live in memory only (`data.arrays` caches them
-for the process); nothing is ever written into the folder.
+(`data.images.square_rgb`), once: the decoded splits are cached as uint8 arrays outside the
+folder and memory-mapped by later loads, and rebuilt when the folder's listing changes
+(`data.cache`). Nothing is ever written into the folder.
 """
+import functools
 import os
 
 import numpy as np
-from tqdm import tqdm
 
-from data import images
+from data import cache, images
 from data.base import Arrays, DataError, DatasetInfo, Source, check_split, register
 
 DEFAULT_IMAGE_SIZE = 32
@@ -104,7 +105,8 @@ class Folder(Source):
         if not items:
             raise DataError(f"{self.data_dir}: the {split!r} split has no images (without train/ "
                             f"and test/ folders every {TEST_EVERY}th image is test)")
-        pixels = np.empty([len(items), size, size, 3], np.uint8)
-        for i, (path, _) in enumerate(tqdm(items, desc=f"decoding {split} images", leave=False)):
-            pixels[i] = images.resize_square(images.read_image(path, mode="RGB"), size)
+        pixels = cache.cached_images(
+            self.name, self.data_dir, split,
+            [os.path.relpath(path, self.data_dir) for path, _ in items], (size, size, 3),
+            functools.partial(images.square_rgb, size=size), self.cache_dir)
         return Arrays(images=pixels, labels=np.array([label for _, label in items], np.int32))

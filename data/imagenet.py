@@ -3,10 +3,11 @@
 `imagenet` -- van den Oord et al. (2016) "small ImageNet", the set PixelCNN++ and Glow report on.
     Unlabelled. Four tar files untar to flat folders of RGB PNGs: `train_32x32/` (1,281,149 files),
     `valid_32x32/` (49,999 files), and `train_64x64/`, `valid_64x64/` for image_size=64. The
-    folders are looked for in `data_dir` and `data_dir/small_imagenet/`. The first load reads every
-    PNG (sorted by file name) into `<data_dir>/small_imagenet/imgnet_{R}x{R}.npz` with uint8 NHWC
-    arrays `trainx` and `testx`, the file openai/pixel-cnn makes (an existing one of theirs is
-    read as is); later loads read only that file, so the PNG folders may then go.
+    folders are looked for in `data_dir` and `data_dir/small_imagenet/`. The first load decodes
+    every PNG (sorted by file name; a process per CPU, resumable) into
+    `<data_dir>/small_imagenet/imgnet_{R}x{R}.npz` with uint8 NHWC arrays `trainx` and `testx`,
+    the file openai/pixel-cnn makes (an existing one of theirs is read as is); later loads
+    memory-map its arrays (np.savez stores them uncompressed), so the PNG folders may then go.
 
 `imagenet_npz` -- Chrabaszcz et al. (2017) "Imagenet32x32/64x64", box-resized and labelled.
     The npz release: `train_data_batch_1.npz` ... `train_data_batch_10.npz` and `val_data.npz`,
@@ -15,15 +16,17 @@
     (all red, then green, then blue, each plane row-major), and `labels` in 1..1000, made 0-based
     here; the training `mean` is ignored. 1,281,167 train / 50,000 val images.
 """
+import functools
 import os
 import re
-import tempfile
+import shutil
 import zipfile
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from data import cache
 from data.base import Arrays, DataError, DatasetInfo, Source, check_split, register
 
 SIDES = (32, 64)
@@ -41,8 +44,6 @@ def side_from(image_size, default=None):
 
 def npz_headers(path):
     """{array name: (shape, dtype)} of an .npz file from the .npy headers alone (no pixels read)."""
-    readers = {(1, 0): np.lib.format.read_array_header_1_0,
-               (2, 0): np.lib.format.read_array_header_2_0}
     headers = {}
     try:
         with zipfile.ZipFile(path) as archive:
@@ -50,10 +51,7 @@ def npz_headers(path):
                 if not entry.endswith(".npy"):
                     continue
                 with archive.open(entry) as f:
-                    version = np.lib.format.read_magic(f)
-                    if version not in readers:
-                        raise ValueError(f".npy format version {version} of {entry}")
-                    shape, _, dtype = readers[version](f)
+                    shape, _, dtype = cache.read_npy_header(f)
                 headers[entry[:-len(".npy")]] = (shape, dtype)
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
         raise DataError(f"{path}: not a readable .npz file ({e}); replace it with the "
@@ -69,27 +67,37 @@ OORD_KEYS = {"train": "trainx", "test": "testx"}  # split -> array name in the c
 OORD_SUBDIR = "small_imagenet"
 
 
-def read_png_folder(folder, side):
-    """Every *.png in `folder`, sorted by name, as uint8 [N, side, side, 3]. Each file must be an
-    RGB PNG of exactly side x side pixels."""
+def png_names(folder):
+    """The *.png files in `folder`, sorted by name."""
     names = sorted(n for n in os.listdir(folder) if n.lower().endswith(".png"))
     if not names:
         raise DataError(f"{folder} holds no .png files: untar {os.path.basename(folder)}.tar "
                         f"there again")
-    images = np.empty((len(names), side, side, 3), np.uint8)
-    for i, name in enumerate(tqdm(names, desc=f"reading {folder}", unit="png")):
-        path = os.path.join(folder, name)
-        try:
-            with Image.open(path) as image:
-                if image.format != "PNG" or image.mode != "RGB" or image.size != (side, side):
-                    raise DataError(f"{path}: {image.format} {image.mode} image of "
-                                    f"{image.size[0]}x{image.size[1]}, expected an RGB PNG of "
-                                    f"{side}x{side}; remove it or untar the folder again")
-                images[i] = np.asarray(image)
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
-            raise DataError(f"{path}: not a readable PNG ({e}); remove it or untar the folder "
-                            f"again") from None
-    return images
+    return names
+
+
+def read_png(path, side):
+    """One file of the set, which must be an RGB PNG of exactly side x side, as uint8."""
+    try:
+        with Image.open(path) as image:
+            if image.format != "PNG" or image.mode != "RGB" or image.size != (side, side):
+                raise DataError(f"{path}: {image.format} {image.mode} image of "
+                                f"{image.size[0]}x{image.size[1]}, expected an RGB PNG of "
+                                f"{side}x{side}; remove it or untar the folder again")
+            return np.asarray(image)
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise DataError(f"{path}: not a readable PNG ({e}); remove it or untar the folder "
+                        f"again") from None
+
+
+def write_stored_npz(file, parts):
+    """An .npz of the .npy files {name: path}, stored uncompressed (as np.savez writes it, so
+    its arrays can be memory-mapped), copied through a small buffer."""
+    with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for key, part in parts.items():
+            with open(part, "rb") as source, \
+                    archive.open(key + ".npy", "w", force_zip64=True) as target:
+                shutil.copyfileobj(source, target, 16 << 20)
 
 
 @register
@@ -133,21 +141,29 @@ class SmallImageNet(Source):
         return sizes
 
     def build_cache(self):
-        """Read both PNG folders and write the cache atomically (a temporary file renamed into
-        place), leaving alone a cache that appeared meanwhile."""
-        arrays = {OORD_KEYS[split]: read_png_folder(self.png_folder(split), self.side)
-                  for split in OORD_KEYS}
-        folder = os.path.dirname(self.cache_path)
-        os.makedirs(folder, exist_ok=True)
-        fd, partial = tempfile.mkstemp(dir=folder, prefix=".imgnet_", suffix=".npz.part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            if not os.path.exists(self.cache_path):
-                os.replace(partial, self.cache_path)
-        finally:
-            if os.path.exists(partial):
-                os.remove(partial)
+        """Decode both PNG folders (a process per CPU, resumable after an interruption) into
+        hidden .npy parts beside the cache, then write the cache atomically from them. One
+        process builds; others wait for it and then read its cache."""
+        folder, cache_name = os.path.split(self.cache_path)
+        with cache.Lock(folder, f"imagenet: waiting for another process that is writing "
+                                f"{self.cache_path}"):
+            if os.path.isfile(self.cache_path):
+                return
+            parts = {}
+            for split, key in OORD_KEYS.items():
+                png_folder = self.png_folder(split)
+                names = png_names(png_folder)
+                digest = cache.listing_digest(cache.listing_of(png_folder, names))
+                parts[key] = os.path.join(folder, f".{cache_name}.{key}-{digest[:16]}.npy")
+                if not os.path.exists(parts[key]):
+                    cache.build_array(parts[key], [os.path.join(png_folder, n) for n in names],
+                                      (self.side, self.side, 3),
+                                      functools.partial(read_png, side=self.side),
+                                      f"decoding {png_folder}")
+            cache.write_atomically(self.cache_path, lambda file: write_stored_npz(file, parts))
+            for name in os.listdir(folder):  # these parts, and those of older listings
+                if name.startswith(f".{cache_name}."):
+                    os.remove(os.path.join(folder, name))
 
     def info(self):
         if os.path.isfile(self.cache_path):
@@ -164,8 +180,7 @@ class SmallImageNet(Source):
         if not os.path.isfile(self.cache_path):
             self.build_cache()
         self.cached_sizes()
-        with np.load(self.cache_path, allow_pickle=False) as cache:
-            images = cache[OORD_KEYS[split]]
+        images = cache.npz_member(self.cache_path, OORD_KEYS[split])
         return Arrays(images=images, labels=np.zeros(len(images), np.int32))
 
 

@@ -38,3 +38,8 @@ def resize_square(image, size):
     else:
         picture = picture.resize((size, size), Image.BOX if side > size else Image.BICUBIC)
     return np.asarray(picture).reshape(size, size, channels)
+
+
+def square_rgb(path, size):
+    """The image file at `path` as RGB, centre-cropped and resized to uint8 [size, size, 3]."""
+    return resize_square(read_image(path, mode="RGB"), size)

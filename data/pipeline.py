@@ -1,15 +1,21 @@
 """The tf.data pipeline every source shares: shard, shuffle, repeat, batch, skip, prefetch.
 
 Order is a pure function of the arguments. Sharding comes first and deals example i to shard
-i % num_shards, so every example belongs to exactly one worker. A shuffled epoch is a
+i % num_shards, so every example belongs to exactly one worker (streamed sources shard their own
+records, by whole files where they can: `data.base.Source.records`). A shuffled epoch is a
 permutation seeded by (seed, epoch) alone: a run resumed at `epoch` rebuilds the very same order
 and skips the `skip_batches` batches it has already trained on. With `repeat`, epoch e+k follows
 epoch e+k-1 in one stream, and batches run across the epoch boundary as in any repeated dataset.
 
-In-memory sources never put their pixels into the graph (ImageNet 32x32 alone is 3.9 GB): the
-pipeline moves example indices, and a numpy gather turns each batch of indices into pixels.
+Array sources never put their pixels into the graph (ImageNet 32x32 alone is 3.9 GB): the
+pipeline moves example indices, and a numpy gather turns each batch of indices into pixels. A
+memory-mapped array (a decoded cache) is gathered with pread instead of through the mapping, so
+the pages a training process has read do not pile up in its resident memory: it stays bounded
+whatever the data set's size, while all processes still share the one page-cache copy.
 """
 import dataclasses
+import mmap
+import os
 from typing import Optional
 
 import numpy as np
@@ -83,8 +89,29 @@ def _index_stream(num_examples, options):
     return _epochs(options).flat_map(one_epoch)
 
 
+def row_reader(array):
+    """A function indices -> array[indices]. For an array memory-mapped whole from a file, the
+    rows are read with pread into a fresh buffer rather than through the mapping."""
+    if not (isinstance(array, np.memmap) and isinstance(array.base, mmap.mmap)
+            and array.flags.c_contiguous and len(array)):
+        return lambda indices: array[indices]
+    file = open(array.filename, "rb", buffering=0)
+    row_bytes = array[0].nbytes
+
+    def read_rows(indices):
+        rows = np.empty((len(indices),) + array.shape[1:], array.dtype)
+        for row, index in zip(rows, indices):
+            if os.preadv(file.fileno(), [row], array.offset + int(index) * row_bytes) != row_bytes:
+                raise DataError(f"{array.filename}: shorter than its header says; delete it to "
+                                f"rebuild the cache")
+        return rows
+
+    read_rows.file = file  # open for as long as the dataset can call it
+    return read_rows
+
+
 def from_arrays(split_arrays: Arrays, options: Options) -> tf.data.Dataset:
-    """Dataset over an in-memory split; elements as described in `data.load`."""
+    """Dataset over an array split; elements as described in `data.load`."""
     images = split_arrays.images
     labels = np.asarray(split_arrays.labels, np.int32)
     attributes = split_arrays.attributes
@@ -92,9 +119,10 @@ def from_arrays(split_arrays: Arrays, options: Options) -> tf.data.Dataset:
         attributes = np.zeros([len(images), 0], np.int32)
     columns = [images, labels] + ([np.asarray(attributes, np.int32)] if options.with_attributes
                                   else [])
+    readers = [row_reader(column) for column in columns]
 
     def gather(batch_indices):
-        return [column[batch_indices] for column in columns]
+        return [read(batch_indices) for read in readers]
 
     def gather_op(batch_indices):
         tensors = tf.numpy_function(gather, [batch_indices], [c.dtype for c in columns])
@@ -125,20 +153,20 @@ def epoch_shuffle_seed(seed, epoch):
 
 
 def from_records(records: tf.data.Dataset, info: DatasetInfo, options: Options):
-    """Dataset over a streamed split of (image, label, attributes) records.
+    """Dataset over one worker's shard of a streamed split of (image, label, attributes)
+    records (the source has sharded them already; options.num_shards is not applied again).
 
     The shuffle is a buffer of `shuffle_buffer_size` examples seeded by (seed, epoch); it is
     reproducible run to run (tf.data also mixes in the global seed, so keep
     tf.random.set_seed the same when resuming).
     """
-    own = records.shard(options.num_shards, options.shard_index)
     if options.shuffle:
         buffer = shuffle_buffer_size(info.image_shape)
         dataset = _epochs(options).flat_map(
-            lambda epoch: own.shuffle(buffer, seed=epoch_shuffle_seed(options.seed, epoch),
-                                      reshuffle_each_iteration=False))
+            lambda epoch: records.shuffle(buffer, seed=epoch_shuffle_seed(options.seed, epoch),
+                                          reshuffle_each_iteration=False))
     else:
-        dataset = own.repeat() if options.repeat else own
+        dataset = records.repeat() if options.repeat else records
     if not options.with_attributes:
         dataset = dataset.map(lambda image, label, attributes: (image, label))
     if options.batch_size is None:

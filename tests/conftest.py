@@ -27,3 +27,10 @@ def tiny_image_folder(tmp_path_factory):
     for index, image in enumerate(photo_crops(44, 8, seed=3)):
         Image.fromarray(image).save(root / f"{index:03d}.png")
     return str(root)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_cache_in_tmp(tmp_path_factory):
+    """Decoded-image caches (data.cache) go to this session's temporary directory, not the
+    user's ~/.cache; test subprocesses inherit the variable."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))

@@ -83,6 +83,12 @@ def read_all(dataset):
     return np.stack(images), np.array(labels), np.stack(attributes)
 
 
+def read_arrays(source, split):
+    """(images, labels, attributes) of a split of an array source (celebahq_images)."""
+    split_arrays = source.arrays(split)
+    return split_arrays.images, split_arrays.labels, split_arrays.attributes
+
+
 SHARDS = {"train": [3, 2, 4], "test": [2, 1]}
 
 
@@ -266,8 +272,8 @@ def test_image_folder_png_exact_with_numeric_order(tmp_path):
     assert info.split_sizes == {"train": 10, "test": 1}
     assert info.attribute_names == celebahq.CELEBA_ATTRIBUTES
     # Numeric order 0, 1, ..., 10 (10.png sorts after 9.png): the last 10% is image 10.
-    train_images, labels, train_attributes = read_all(source.records("train"))
-    test_images, _, test_attributes = read_all(source.records("test"))
+    train_images, labels, train_attributes = read_arrays(source, "train")
+    test_images, _, test_attributes = read_arrays(source, "test")
     np.testing.assert_array_equal(train_images, images[:10])
     np.testing.assert_array_equal(test_images, images[10:])
     np.testing.assert_array_equal(train_attributes, attributes[:10])
@@ -282,7 +288,7 @@ def test_image_folder_jpeg_resized_without_attributes(tmp_path):
         Image.fromarray(photo).save(os.path.join(root, f"{i:05d}.jpg"), quality=95)
     source = celebahq.CelebAHQImages(root, image_size=32)
     assert source.info().attribute_names == ()
-    images, _, attributes = read_all(source.records("train"))
+    images, _, attributes = read_arrays(source, "train")
     square = photo[:, (451 - 300) // 2:(451 - 300) // 2 + 300]
     reference = np.asarray(Image.fromarray(square).resize((32, 32), Image.BOX), np.float64)
     assert images.shape == (3, 32, 32, 3) and attributes.shape == (3, 0)
@@ -296,7 +302,7 @@ def test_attribute_lines_find_images_by_number(tmp_path):
     text = open(os.path.join(root, "list_attr_celeba.txt")).read().replace(".png", ".jpg")
     with open(os.path.join(root, "list_attr_celeba.txt"), "w") as f:
         f.write(text)
-    _, _, read_attributes = read_all(celebahq.CelebAHQImages(root, image_size=8).records("train"))
+    _, _, read_attributes = read_arrays(celebahq.CelebAHQImages(root, image_size=8), "train")
     np.testing.assert_array_equal(read_attributes, attributes[:9])
 
 
@@ -340,8 +346,10 @@ def test_undecodable_image_names_the_file(tmp_path):
     bad = os.path.join(root, celebahq.IMAGE_FOLDER, "2.png")
     with open(bad, "wb") as f:
         f.write(b"not a png")
-    with pytest.raises(tf.errors.OpError, match=bad):
-        read_all(celebahq.CelebAHQImages(root, image_size=8).records("train"))
+    with pytest.raises(DataError, match=f"{bad}: cannot decode image"):
+        read_arrays(celebahq.CelebAHQImages(root, image_size=8, cache_dir=str(tmp_path / "c")),
+                    "train")
+    assert not [name for _, _, names in os.walk(tmp_path / "c") for name in names]
 
 
 # Through the public API: registered names, batches with attributes, two workers.
