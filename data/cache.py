@@ -20,8 +20,8 @@ How the rules of a shared cache are kept:
   * One builder per source folder: builders hold an exclusive flock on its cache directory; the
     others wait, then find the finished cache.
   * Pixels are decoded in chunks of about CHUNK_BYTES by a process per CPU, each writing its
-    chunk straight into the `.partial` file; a finished chunk is logged in `.partial.done`, so an
-    interrupted build resumes where it stopped. An image that fails to decode stops the build,
+    chunk straight into the `.partial` file; a finished chunk's rows are logged in
+    `.partial.done`, so an interrupted build resumes where it stopped. An image that fails to decode stops the build,
     names the file, and its partial files are removed.
   * A cache whose listing no longer matches the folder is rebuilt, said in one line on stderr.
 """
@@ -151,19 +151,19 @@ def _decode_chunk(partial, offset, image_shape, paths, decode):
 
 
 def _decode_all(tasks, workers, finished):
-    """Run _decode_chunk(*args) for every (chunk, args) in `tasks` on `workers` processes; call
-    finished(chunk, error) in the order they complete. An exception from `finished` (a bad
+    """Run _decode_chunk(*args) for every (rows, args) in `tasks` on `workers` processes; call
+    finished(rows, error) in the order they complete. An exception from `finished` (a bad
     image, Ctrl-C) cancels the chunks not yet started."""
     if workers == 1 or len(tasks) == 1:
-        for chunk, args in tasks:
-            finished(chunk, _decode_chunk(*args))
+        for rows, args in tasks:
+            finished(rows, _decode_chunk(*args))
         return
     # fork: the workers need only PIL and numpy, and must not import TensorFlow again
     context = multiprocessing.get_context("fork")
     pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
                                                   initializer=_ignore_interrupts)
     try:
-        futures = {pool.submit(_decode_chunk, *args): chunk for chunk, args in tasks}
+        futures = {pool.submit(_decode_chunk, *args): rows for rows, args in tasks}
         for future in concurrent.futures.as_completed(futures):
             finished(futures[future], future.result())
     finally:
@@ -181,19 +181,21 @@ def read_npy_header(file):
     return readers[version](file)
 
 
-def _finished_chunks(partial, done_log, shape):
-    """The chunks a previous build of the same file finished, or None when there is nothing to
-    resume (no partial file, or one of another shape)."""
+def _finished_rows(partial, done_log, shape):
+    """Boolean [N]: the rows a previous build of the same file finished, or None when there is
+    nothing to resume (no partial file, or one of another shape)."""
+    finished = np.zeros(shape[0], bool)
     try:
         with open(partial, "rb") as file:
-            header = read_npy_header(file)
+            if read_npy_header(file) != (shape, False, np.dtype(np.uint8)):
+                return None
         with open(done_log) as log:
-            lines = log.read().split("\n")[:-1]  # a line is complete once its newline is there
+            for line in log.read().split("\n")[:-1]:  # complete once its newline is there
+                start, stop = (int(n) for n in line.split())
+                finished[start:stop] = True
     except (OSError, ValueError):
         return None
-    if header != (shape, False, np.dtype(np.uint8)):
-        return None
-    return {int(line) for line in lines if line.isdigit()}
+    return finished
 
 
 def cpu_count():
@@ -210,15 +212,13 @@ def build_array(path, paths, image_shape, decode, description):
     row_bytes = math.prod(image_shape)
     folder, name = os.path.split(path)
     partial = os.path.join(folder, f".{name}.partial")
-    done_log = partial + ".done"
-    per_chunk = max(1, CHUNK_BYTES // row_bytes)
-    chunks = range(math.ceil(len(paths) / per_chunk))
-    finished = _finished_chunks(partial, done_log, shape)
-    if finished:
-        note(f"{path}: resuming an interrupted build, {len(finished)} of {len(chunks)} chunks "
+    done_log = partial + ".done"  # "start stop" of each finished range of rows
+    finished = _finished_rows(partial, done_log, shape)
+    if finished is not None and finished.any():
+        note(f"{path}: resuming an interrupted build, {finished.sum()} of {len(paths)} images "
              f"already decoded")
     else:
-        finished = set()
+        finished = np.zeros(len(paths), bool)
         for stale in (partial, done_log):
             if os.path.exists(stale):
                 os.remove(stale)
@@ -229,18 +229,21 @@ def build_array(path, paths, image_shape, decode, description):
     with open(partial, "rb") as file:
         read_npy_header(file)
         offset = file.tell()
-    tasks = [(chunk, (partial, offset + chunk * per_chunk * row_bytes, tuple(image_shape),
-                      paths[chunk * per_chunk:(chunk + 1) * per_chunk], decode))
-             for chunk in chunks if chunk not in finished]
-    done_rows = sum(min(per_chunk, len(paths) - c * per_chunk) for c in finished)
-    with open(done_log, "a") as log, tqdm(total=len(paths), initial=done_rows, unit="img",
-                                          desc=description, smoothing=0.1) as bar:
-        def chunk_finished(chunk, error):
+    per_chunk = max(1, CHUNK_BYTES // row_bytes)
+    chunks = [(start, min(start + per_chunk, len(paths)))
+              for start in range(0, len(paths), per_chunk)]
+    tasks = [((start, stop), (partial, offset + start * row_bytes, tuple(image_shape),
+                              paths[start:stop], decode))
+             for start, stop in chunks if not finished[start:stop].all()]
+    with open(done_log, "a") as log, tqdm(total=len(paths), unit="img", desc=description,
+                                          initial=len(paths) - sum(b - a for (a, b), _ in tasks),
+                                          smoothing=0.1) as bar:
+        def chunk_finished(rows, error):
             if error is not None:
                 raise DataError(error)
-            log.write(f"{chunk}\n")
+            log.write(f"{rows[0]} {rows[1]}\n")
             log.flush()
-            bar.update(min(per_chunk, len(paths) - chunk * per_chunk))
+            bar.update(rows[1] - rows[0])
 
         try:
             _decode_all(tasks, min(cpu_count(), len(tasks)) or 1, chunk_finished)

@@ -385,3 +385,49 @@ def test_load_with_attributes_and_two_workers(name, glow_dir, pggan_dir, image_d
     assert len(together) == len(expected_images)
     # Every image exactly once: sorted byte strings of both workers match the whole split.
     assert sorted(i.tobytes() for i in together) == sorted(i.tobytes() for i in expected_images)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 4, 5])
+def test_shards_hold_every_record_once_by_file_or_by_record(glow_dir, workers):
+    root, images = glow_dir[0], glow_dir[2]["train"][0]  # 3 files of 3, 2 and 4 records
+    starts = np.cumsum([0] + SHARDS["train"])
+    shards = []
+    for worker in range(workers):
+        positions = data.shard_positions("celebahq", root, "train", workers, worker,
+                                         image_size=16)
+        got = np.concatenate([b[0].numpy() for b in data.load(
+            "celebahq", root, "train", image_size=16, batch_size=2, num_shards=workers,
+            shard_index=worker)])
+        np.testing.assert_array_equal(got, images[positions])
+        if workers <= len(SHARDS["train"]):  # whole files: file k goes to worker k % workers
+            own = range(worker, len(SHARDS["train"]), workers)
+            np.testing.assert_array_equal(positions, np.concatenate(
+                [np.arange(starts[k], starts[k + 1]) for k in own]))
+        else:  # fewer files than workers: every workers-th record
+            np.testing.assert_array_equal(positions, np.arange(worker, len(images), workers))
+        shards.append(positions)
+    np.testing.assert_array_equal(np.sort(np.concatenate(shards)), np.arange(len(images)))
+
+
+def test_a_worker_opens_only_its_own_files(tmp_path):
+    root = str(tmp_path)
+    images = write_glow(root, SHARDS, 8, seed=0)["train"][0]
+    path = shard_path(root, "train", 3, 1, 3)
+    with open(path, "rb") as f:
+        content = bytearray(f.read())
+    content[len(content) // 2] ^= 0xFF  # file 1 (worker 1's of 2) now fails its CRC
+    with open(path, "wb") as f:
+        f.write(bytes(content))
+    source = celebahq.CelebAHQ(root, image_size=8)
+    got, _, _ = read_all(source.records("train", num_shards=2, shard_index=0))
+    np.testing.assert_array_equal(got, images[source.shard_positions("train", 2, 0)])
+    with pytest.raises(tf.errors.DataLossError):
+        read_all(source.records("train", num_shards=2, shard_index=1))
+
+
+def test_pggan_and_image_folder_shards_take_every_other_record(pggan_dir, image_dir):
+    for name, root, count in (("celebahq_pggan", pggan_dir[0], 9),
+                              ("celebahq_images", image_dir[0], 10)):
+        np.testing.assert_array_equal(
+            data.shard_positions(name, root, "train", 2, 1, image_size=8),
+            np.arange(1, count, 2))
