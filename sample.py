@@ -6,12 +6,9 @@
 The model configuration is stored in the checkpoint, so no architecture flags are needed. The
 same --seed gives the same images.
 
-A model family may add its own flags and outputs (temperatures, interpolation sheets, ...): its
-adapter module (trainer/families/<family>.py) then defines
-    add_sample_arguments(group)       flags, in an argument group named after the family
-    sample_main(args, model, ema, stored_config, prefix) -> [written paths]
-and sample.py hands over to `sample_main` instead of writing one grid from SAMPLERS. Flags of a
-family other than the checkpoint's are refused.
+A model family may add its own flags and outputs (temperatures, interpolation sheets, ...)
+through its Family (trainer/families/): add_sample_arguments and sample_main. Flags of a family
+other than the checkpoint's are refused.
 """
 import argparse
 import os
@@ -19,10 +16,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-
-from trainer import checkpoint, export, families, flags, images  # noqa: E402
-from trainer.ema import ExponentialMovingAverage  # noqa: E402
+from trainer import checkpoint, export, families, flags  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -56,29 +50,13 @@ def parse_args(argv=None):
                              "to DIR instead of sampling; see trainer/export.py")
     family_flags = {}
     for name in families.names():
-        family = families.get(name)
-        if hasattr(family, "add_sample_arguments"):
-            group = parser.add_argument_group(f"--model {name} only")
-            family.add_sample_arguments(group)
-            family_flags[name] = [action.dest for action in group._group_actions]
+        group = parser.add_argument_group(f"--model {name} only")
+        families.get(name).add_sample_arguments(group)
+        family_flags[name] = [action.dest for action in group._group_actions]
     args = parser.parse_args(argv)
     return args, {name: {dest: getattr(args, dest) for dest in dests
                          if getattr(args, dest) != parser.get_default(dest)}
                   for name, dests in family_flags.items()}
-
-
-def class_labels(label, num_images, num_classes):
-    """The label of every image, or None for an unconditional model."""
-    if not num_classes:
-        if label is not None:
-            raise checkpoint.CheckpointError("--label: the model is not class-conditional")
-        return None
-    if label is None:
-        return np.arange(num_images) % num_classes
-    if not 0 <= label < num_classes:
-        raise checkpoint.CheckpointError(f"--label {label}: the model has classes "
-                                         f"0..{num_classes - 1}")
-    return np.full([num_images], label)
 
 
 def check_family_flags(kind, given_by_family):
@@ -96,54 +74,30 @@ def main(argv=None):
         path = checkpoint.find_checkpoint(args.save_dir, args.checkpoint)
         stored = checkpoint.read_run_config(path)
         kind = stored.get("model")
-        if kind not in families.FAMILIES:
-            raise checkpoint.CheckpointError(f"{path} holds a {kind!r} model, which this code "
-                                             f"cannot load (known: {', '.join(families.names())})")
         if args.model and kind != args.model:
             raise checkpoint.CheckpointError(f"{path} holds a {kind!r} model, not "
                                              f"{args.model!r}")
-        family = families.get(kind)
-        check_family_flags(kind, given_by_family)
-        if "model_config" not in stored:
-            raise checkpoint.CheckpointError(f"{path} stores no model configuration (not written "
-                                             f"by train.py, or corrupt)")
-        args.sampler = args.sampler or family.DEFAULT_SAMPLER
-        if args.sampler not in family.SAMPLERS:
-            raise checkpoint.CheckpointError(f"--sampler {args.sampler}: {kind} offers "
-                                             f"{', '.join(sorted(family.SAMPLERS))}")
-        model = family.build(stored["model_config"])
-        # a model that owns its averages (BigGAN: the EMA of G) is checkpointed with them as `ema`
-        ema = getattr(model, "ema", None) or ExponentialMovingAverage(model.trainable_variables,
-                                                                      stored["ema_decay"])
-        checkpoint.restore_weights(path, model=model, ema=ema)
-        labels = class_labels(args.label, args.n, stored["model_config"].get("num_classes", 0))
-    except checkpoint.CheckpointError as error:
+        if kind in families.FAMILIES:  # checked before the model is built
+            family = families.get(kind)
+            check_family_flags(kind, given_by_family)
+            args.sampler = args.sampler or family.default_sampler
+            if args.sampler not in family.samplers:
+                raise checkpoint.CheckpointError(f"--sampler {args.sampler}: {kind} offers "
+                                                 f"{', '.join(sorted(family.samplers))}")
+        family, model, ema, stored = families.restore(path)
+        if args.export:
+            export.export(family.export_module(model, ema, args), args.export)
+            print(f"wrote SavedModel {args.export} (from {path})")
+            return 0
+        out = args.out or os.path.join(os.path.dirname(path),
+                                       f"sample_{args.sampler}_seed{args.seed}.png")
+        prefix = out[:-len(".png")] if out.endswith(".png") else out
+        written = family.sample_main(args, model, ema, stored, prefix)
+    except (checkpoint.CheckpointError, families.SampleError, export.ExportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if args.export:
-        try:
-            export.export(family, model, ema, stored, args, args.export)
-        except export.ExportError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        print(f"wrote SavedModel {args.export} (from {path})")
-        return 0
-    out = args.out or os.path.join(os.path.dirname(path),
-                                   f"sample_{args.sampler}_seed{args.seed}.png")
-    prefix = out[:-len(".png")] if out.endswith(".png") else out
-    if hasattr(family, "sample_main"):
-        try:
-            written = family.sample_main(args, model, ema, stored, prefix)
-        except checkpoint.CheckpointError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        print(f"wrote {', '.join(written)} (from {path}, seed {args.seed})")
-        return 0
-    samples = family.SAMPLERS[args.sampler](model, args.n, seed=[args.seed, 0], labels=labels,
-                                            ema=ema)
-    images.save_samples(prefix, samples)
-    print(f"wrote {prefix}.png and {prefix}.npz ({args.n} images from {path}, "
-          f"sampler {args.sampler}, seed {args.seed})")
+    print(f"wrote {', '.join(written)} ({args.n} images from {path}, sampler {args.sampler}, "
+          f"seed {args.seed})")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Install the PixelCNN++ / Fast PixelCNN++ / Glow packages and their scripts.
+"""Install the PixelCNN++ / Fast PixelCNN++ / Glow / BigGAN packages and their scripts
+(`python3 -m train`, `python3 -m sample` work from any directory after `pip install .`).
 
 TensorFlow is chosen by an extra so that the CPU and GPU builds never get installed side by side:
     pip install -e ".[cpu]"   # tensorflow-cpu (laptops, CI)
@@ -13,7 +14,8 @@ setup(
     version="0.1.0",
     description="PixelCNN++ (with the Fast PixelCNN++ cached sampler) and Glow in TensorFlow 2",
     python_requires=">=3.9",
-    packages=find_packages(include=["data", "pixel_cnn_pp", "glow", "fast_generation", "trainer", "trainer.*"]),
+    packages=find_packages(include=["data", "pixel_cnn_pp", "glow", "biggan", "fast_generation",
+                                    "trainer", "trainer.*"]),
     py_modules=["train", "sample"],
     install_requires=[
         "numpy",
@@ -27,6 +29,6 @@ setup(
     extras_require={
         "cpu": [f"tensorflow-cpu{TF_RANGE}"],
         "gpu": [f"tensorflow[and-cuda]{TF_RANGE}"],
-        "test": ["pytest"],
+        "test": ["pytest", "wheel"],  # wheel: tests/test_packaging.py builds one
     },
 )

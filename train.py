@@ -1,4 +1,5 @@
-"""Train a likelihood model of images (PixelCNN++ by default) with the shared trainer.
+"""Train an image model (PixelCNN++ by default; --model glow, --model biggan) with the shared
+trainer.
 
     python3 train.py                          # small PixelCNN++ on the embedded real32 set (CPU)
     python3 train.py -d cifar -i /data/cifar  # openai/pixel-cnn's CIFAR-10 setting (8 GPUs x 16)
@@ -9,8 +10,8 @@
 
 Several processes (trainer/dist.py) read a shard of the data each; rank 0 alone prints and writes.
 
-Flags left unset take the per-data-set defaults of the model family
-(trainer/families/<family>.py); the log prints the resolved configuration.
+Flags left unset take the model family's defaults for the data set (trainer/families/); the log
+prints the resolved configuration.
 """
 import os
 import sys
@@ -40,15 +41,7 @@ def main(argv=None):
     args, family = flags.parse_train_args(argv)
     try:
         strategy, processes, devices = dist.setup(args.nr_gpu)
-        # a family whose step is not "minimise one per-image loss" (a GAN) brings its own
-        # Trainer with the same interface (start, fit, evaluate, global_batch, ...)
-        if hasattr(family, "Trainer"):
-            if processes.size > 1:
-                raise dist.DeviceError(f"--model {args.model} trains in one process only; "
-                                       f"launch it without horovodrun or TF_CONFIG")
-            trainer = family.Trainer(family, args, strategy)
-        else:
-            trainer = loop.Trainer(family, args, strategy, processes)
+        trainer = loop.Trainer(family, args, strategy, processes)
         started = trainer.start(resume=args.load_params or args.eval_only)
         if args.eval_only:
             evaluate_only(trainer, args)
@@ -59,7 +52,7 @@ def main(argv=None):
             logger.config({**vars(args), "devices": devices, "processes": processes.size,
                            "global_batch": trainer.global_batch,
                            "steps_per_epoch": trainer.steps_per_epoch,
-                           "parameters": trainer.model.num_parameters(), "start": started},
+                           "parameters": trainer.num_parameters(), "start": started},
                           resumed=args.load_params)
         trainer.fit(logger)
     except loop.NonFiniteLossError as error:

@@ -3,7 +3,10 @@ hierarchical latents and conditional batch norm; projection discriminator; hinge
 norm in G and D; orthogonal regularisation of G; an EMA of G sampled with standing statistics.
 Follows ajbrock/BigGAN-PyTorch BigGAN.py / train_fns.py, NHWC, images in [-1, 1].
 
-Sampling conventions (see /work/shared/reference/biggan.md):
+Training (the D and G steps, Adam, the EMA of G) lives in the trainer's BigGAN family
+(trainer/families/biggan.py); this file holds the networks, the losses and sampling.
+
+Sampling conventions (the TF-Hub BigGAN modules and their Colab):
   * truncation is the TF-Hub/Colab one: z = psi * TN(-2, 2) (`truncated_z`), a SCALE on a normal
     already truncated at +-2, not the paper's resample-above-threshold.
   * `G(z, y, truncation=psi)` normalises with the standing statistics, which must have been
@@ -19,10 +22,7 @@ import tensorflow as tf
 
 from biggan import layers
 from biggan.layers import ACCUMULATE, RUNNING, STANDING, TRAIN
-from pixel_cnn_pp.model import to_model_input, to_uint8
-from trainer.dist import replica_slice, run_summed
-from trainer.ema import ExponentialMovingAverage
-from trainer.optim import Adam
+from data.pixels import to_uint8
 
 BOTTOM_WIDTH = 4  # G starts from a 4x4 map
 
@@ -325,10 +325,10 @@ class Discriminator(tf.Module):
 
 
 class BigGAN(tf.Module):
-    """G, D, their Adam optimizers and the EMA of G; every variable is created here, so a
-    checkpoint restores without a forward pass. Built inside `strategy.scope()` the variables are
-    mirrored on the strategy's devices and train_step runs data-parallel on them; `strategy` is
-    the one in scope at construction (the default, single-device one outside any scope)."""
+    """G and D; every variable is created here, so a checkpoint restores without a forward pass.
+    Built inside `strategy.scope()` the variables are mirrored on the strategy's devices;
+    `strategy` is the one in scope at construction (the default, single-device one outside any
+    scope), where accumulate_standing_stats runs."""
 
     def __init__(self, config, name="biggan"):
         super().__init__(name=name)
@@ -340,14 +340,9 @@ class BigGAN(tf.Module):
         with self.name_scope:
             self.G = Generator(config, rng)
             self.D = Discriminator(config, rng)
-            beta = dict(beta1=config.adam_beta1, beta2=config.adam_beta2, epsilon=config.adam_eps)
-            self.G_optimizer = Adam(self.G.trainable_variables, config.G_lr, name="G_adam", **beta)
-            self.D_optimizer = Adam(self.D.trainable_variables, config.D_lr, name="D_adam", **beta)
-            self.ema = ExponentialMovingAverage(self.G.averaged_variables(), config.ema_decay,
-                                                name="G_ema")
 
     def num_parameters(self):
-        """Trainable weights of G and D (what train.py logs for every model family)."""
+        """Trainable weights of G and D."""
         variables = self.G.trainable_variables + self.D.trainable_variables
         return sum(int(np.prod(v.shape)) for v in variables)
 
@@ -355,88 +350,6 @@ class BigGAN(tf.Module):
         """Orthogonal regularisation of G (layers.orthogonal_regularization, beta = G_ortho)."""
         return tf.add_n([layers.orthogonal_regularization(w, self.config.G_ortho)
                          for w in self.G.ortho_matrices()])
-
-    def update_ema(self):
-        """One EMA step after a G step; until ema_start G steps are done the average is a copy of
-        G (BigGAN-PyTorch utils.ema: decay 0 before start_itr)."""
-        def copy_generator():
-            for variable in self.G.averaged_variables():
-                self.ema.average(variable).assign(variable)
-        tf.cond(self.G_optimizer.iterations >= self.config.ema_start, self.ema.apply, copy_generator)
-
-    @tf.function(reduce_retracing=True, autograph=False)
-    def train_step(self, images, labels, seed):
-        """num_D_steps D updates, then one G update (BigGAN-PyTorch
-        train_fns.GAN_training_function), data-parallel over the replicas of `self.strategy`.
-
-        images: uint8 (or float in [-1,1]) [B,H,W,C], the GLOBAL batch, B divisible by
-        num_D_steps x replicas -- D step i uses real images i*B/n..(i+1)*B/n; labels int [B] or
-        float [B,K]; seed: int [2] stateless seed for z and the fake classes. Fake batches have B/n
-        images with uniformly random classes. The global z and classes are drawn here, as on one
-        device; each replica takes its contiguous slice of every D (and the G) step's real and fake
-        batch, its loss scaled to its share of the global mean; the gradients are summed over the
-        replicas and Adam applied once, so N replicas of B/N images take the step one device takes
-        on B (batch norm is cross-replica, layers.batch_moments). Returns the global mean losses of
-        the last D step and of the G step."""
-        config, strategy = self.config, self.strategy
-        x = to_model_input(images) if images.dtype == tf.uint8 else tf.cast(images, tf.float32)
-        y = as_one_hot(labels, config.num_classes)
-        steps, replicas = config.num_D_steps, strategy.num_replicas_in_sync
-        batch = tf.shape(x)[0] // steps  # one D step's global batch
-        share = batch // replicas  # one replica's part of it
-        tf.debugging.assert_equal(share * replicas * steps, tf.shape(x)[0], message=(
-            f"the batch does not split into num_D_steps={steps} equal D batches on each of "
-            f"{replicas} replica(s); use a per-device batch size divisible by num_D_steps"))
-        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2 * (steps + 1))
-        with strategy.scope():
-            for i in range(steps):
-                z = tf.random.stateless_normal([batch, config.dim_z], seeds[2 * i])
-                y_fake = random_labels(batch, config.num_classes, seeds[2 * i + 1])
-                real = (x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch])
-                D_loss_real, D_loss_fake = self._apply_replica_gradients(
-                    self._discriminator_replica_step, (z, y_fake, *real, share),
-                    self.D_optimizer, self.D.trainable_variables)
-            z = tf.random.stateless_normal([batch, config.dim_z], seeds[-2])
-            y_fake = random_labels(batch, config.num_classes, seeds[-1])
-            G_loss, G_ortho = self._apply_replica_gradients(
-                self._generator_replica_step, (z, y_fake, share), self.G_optimizer,
-                self.G.trainable_variables)
-            self.update_ema()
-        return dict(D_loss_real=D_loss_real, D_loss_fake=D_loss_fake, G_loss=G_loss, G_ortho=G_ortho)
-
-    def _apply_replica_gradients(self, replica_step, args, optimizer, variables):
-        """Runs replica_step(*args) -> (losses, gradients) on every replica, sums both over the
-        replicas and applies the summed gradients to `variables` (cross-replica context)."""
-        losses, grads = run_summed(self.strategy, replica_step, args, variables)
-        optimizer.apply(grads, variables)
-        return losses
-
-    def _discriminator_replica_step(self, z, y_fake, x, y, share):
-        """One replica's D loss terms on its slice of a D step, each divided by the number of
-        replicas (summed over them: the global means), and their gradient for D."""
-        z, y_fake, x, y = (replica_slice(t, share) for t in (z, y_fake, x, y))
-        replicas = self.strategy.num_replicas_in_sync
-        fake = self.G(z, y_fake, training=True)
-        with tf.GradientTape() as tape:
-            logits = self.D(tf.concat([fake, x], axis=0), tf.concat([y_fake, y], axis=0),
-                            training=True)
-            real_loss, fake_loss = discriminator_hinge_loss(logits[share:], logits[:share])
-            real_loss, fake_loss = real_loss / replicas, fake_loss / replicas
-            loss = real_loss + fake_loss
-        return (real_loss, fake_loss), tape.gradient(loss, self.D.trainable_variables)
-
-    def _generator_replica_step(self, z, y_fake, share):
-        """One replica's G loss on its slice of the G step's fakes and its share of the orthogonal
-        regulariser, each divided by the number of replicas, and their gradient for G."""
-        z, y_fake = replica_slice(z, share), replica_slice(y_fake, share)
-        replicas = self.strategy.num_replicas_in_sync
-        with tf.GradientTape() as tape:
-            fake = self.G(z, y_fake, training=True)
-            G_loss = generator_hinge_loss(self.D(fake, y_fake, training=True)) / replicas
-            G_ortho = self.ortho_loss() if self.config.G_ortho > 0 else tf.constant(0.0)
-            G_ortho = G_ortho / replicas
-            total = G_loss + G_ortho
-        return (G_loss, G_ortho), tape.gradient(total, self.G.trainable_variables)
 
     def accumulate_standing_stats(self, truncation, num_batches=16, batch_size=64, seed=0, ema=None):
         """Standing statistics (BigGAN-PyTorch utils.accumulate_standing_stats): reset, then average
@@ -466,6 +379,12 @@ class BigGAN(tf.Module):
 
 
 # ------------------------------------------------------------------------------------------ sampling
+# Every sampler below accumulates the standing statistics it samples with from its own seed,
+# `standing_seed`, never from the sample seed: a plain sample, both ends of an interpolation sheet,
+# each row of a truncation sweep and an exported SavedModel agree image for image.
+
+STANDING_BATCH = 64  # images per standing-statistics forward pass (BigGAN-PyTorch G_batch_size)
+
 
 def generate(model, z, y, truncation, ema=None, batch_size=64):
     """G(z, y) in eval mode with the standing statistics of `truncation` (accumulated already), in
@@ -476,16 +395,35 @@ def generate(model, z, y, truncation, ema=None, batch_size=64):
     return tf.concat(images, axis=0)
 
 
-def sample(model, num_images, seed, labels=None, ema=None, truncation=1.0, num_standing_batches=16,
-           batch_size=64):
-    """Standing statistics at `truncation`, then num_images samples z = truncated_z(seed) with the
-    given labels (int [N]) or uniformly random classes; uint8 [N,H,W,C]."""
-    config = model.config
-    model.accumulate_standing_stats(truncation, num_standing_batches, batch_size, seed, ema)
-    z = truncated_z(num_images, config.dim_z, truncation, seed)
-    y = (random_labels(num_images, config.num_classes, tf.constant([seed, 2])) if labels is None
-         else as_one_hot(labels, config.num_classes))
-    return to_uint8(generate(model, z, y, truncation, ema, batch_size)).numpy()
+def class_labels(model, labels, num_images):
+    """Float one-hot [N, K] of int labels [N]; None cycles through the classes."""
+    num_classes = model.config.num_classes
+    labels = np.arange(num_images) % num_classes if labels is None else np.asarray(labels)
+    return tf.one_hot(labels.astype(np.int32), num_classes)
+
+
+def sample(model, num_images, seed, labels=None, ema=None, truncation=1.0,
+           num_standing_batches=16, standing_seed=0):
+    """uint8 [N, H, W, C]: z = truncated_z(truncation, seed), labels int [N] (None: cycling
+    through the classes), standing statistics at `truncation`."""
+    model.accumulate_standing_stats(truncation, num_standing_batches, STANDING_BATCH,
+                                    standing_seed, ema)
+    z = truncated_z(num_images, model.config.dim_z, truncation, seed)
+    return to_uint8(generate(model, z, class_labels(model, labels, num_images), truncation,
+                             ema)).numpy()
+
+
+def class_sheet(model, per_class, seed, ema=None, truncation=1.0, num_standing_batches=16,
+                standing_seed=0):
+    """uint8 [K, per_class, H, W, C]: row k holds per_class samples of class k (BigGAN-PyTorch's
+    class sheets); the same noise in every row."""
+    num_classes = model.config.num_classes
+    model.accumulate_standing_stats(truncation, num_standing_batches, STANDING_BATCH,
+                                    standing_seed, ema)
+    z = tf.tile(truncated_z(per_class, model.config.dim_z, truncation, seed), [num_classes, 1])
+    y = tf.one_hot(np.repeat(np.arange(num_classes), per_class), num_classes)
+    images = to_uint8(generate(model, z, y, truncation, ema)).numpy()
+    return images.reshape(num_classes, per_class, *images.shape[1:])
 
 
 def interpolate(z_a, y_a, z_b, y_b, steps):
@@ -499,31 +437,33 @@ def interpolate(z_a, y_a, z_b, y_b, steps):
 
 
 def interpolation_sheet(model, seed_a, class_a, seed_b, class_b, num_rows, steps, truncation,
-                        ema=None, num_standing_batches=16, batch_size=64):
-    """The Colab's interpolation form: rows of `steps` images from (truncated_z(seed_a), class_a)
-    to (truncated_z(seed_b), class_b); float32 [num_rows, steps, H, W, C] in [-1, 1]. Same seeds
-    give class-only sheets, same classes noise-only sheets."""
+                        ema=None, num_standing_batches=16, standing_seed=0):
+    """The Colab's interpolation form: row r lerps (z_a[r], class_a) to (z_b[r], class_b) jointly
+    in `steps` images, z_a = truncated_z(num_rows, seed_a) (the z of sample(num_rows, seed_a));
+    float32 [num_rows, steps, H, W, C] in [-1, 1]. Same seeds: class-only; same classes:
+    noise-only."""
     config = model.config
-    model.accumulate_standing_stats(truncation, num_standing_batches, batch_size, seed_a, ema)
+    model.accumulate_standing_stats(truncation, num_standing_batches, STANDING_BATCH,
+                                    standing_seed, ema)
     ends = []
     for seed, label in ((seed_a, class_a), (seed_b, class_b)):
         ends += [truncated_z(num_rows, config.dim_z, truncation, seed),
                  tf.one_hot(tf.fill([num_rows], label), config.num_classes)]
     z, y = interpolate(*ends, steps)
-    images = generate(model, z, y, truncation, ema, batch_size)
+    images = generate(model, z, y, truncation, ema)
     return tf.reshape(images, [num_rows, steps, *config.image_shape])
 
 
 def truncation_sweep(model, truncations, num_images, seed, labels=None, ema=None,
-                     num_standing_batches=16, batch_size=64):
-    """The same base noise TN(-2,2)(seed) and classes at each truncation psi (standing statistics
-    recomputed per psi); float32 [len(truncations), num_images, H, W, C] in [-1, 1]."""
-    config = model.config
-    base = truncated_z(num_images, config.dim_z, 1.0, seed)
-    y = (random_labels(num_images, config.num_classes, tf.constant([seed, 2])) if labels is None
-         else as_one_hot(labels, config.num_classes))
+                     num_standing_batches=16, standing_seed=0):
+    """The same base noise TN(-2,2)(seed) and classes (int [N]; None: cycling) at each truncation
+    psi, standing statistics accumulated at each; float32 [len(truncations), N, H, W, C] in
+    [-1, 1]. Row i equals sample(...) at truncations[i]."""
+    base = truncated_z(num_images, model.config.dim_z, 1.0, seed)
+    y = class_labels(model, labels, num_images)
     rows = []
     for psi in truncations:
-        model.accumulate_standing_stats(psi, num_standing_batches, batch_size, seed, ema)
-        rows.append(generate(model, psi * base, y, psi, ema, batch_size))
+        model.accumulate_standing_stats(psi, num_standing_batches, STANDING_BATCH, standing_seed,
+                                        ema)
+        rows.append(generate(model, psi * base, y, psi, ema))
     return tf.stack(rows)

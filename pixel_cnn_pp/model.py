@@ -4,8 +4,8 @@ the per-image likelihood and the naive (full forward pass per pixel) sampler.
 Usage:
 
     import tensorflow as tf
-    from pixel_cnn_pp.model import (PixelCNNConfig, PixelCNNPP, to_model_input, to_uint8,
-                                    bits_per_dim, sample_naive)
+    from data.pixels import bits_per_dim, to_model_input, to_uint8
+    from pixel_cnn_pp.model import PixelCNNConfig, PixelCNNPP, sample_naive
 
     config = PixelCNNConfig(image_shape=(32, 32, 3), nr_resnet=5, nr_filters=160)
     model = PixelCNNPP(config)                          # all variables exist now
@@ -30,11 +30,11 @@ two. The head is nin(elu(ul), 10*nr_logistic_mix) (3*nr_logistic_mix for 1-chann
 """
 import dataclasses
 import itertools
-import math
 import weakref
 
 import tensorflow as tf
 
+from data.pixels import bits_per_dim, to_model_input, to_uint8  # noqa: F401 (part of the API)
 from pixel_cnn_pp import nn
 
 NUM_ENERGY_DISTANCE_SAMPLES = 10  # samples per image drawn by the energy-distance head
@@ -86,22 +86,6 @@ class PixelCNNConfig:
         if unknown:
             raise ValueError(f"unknown PixelCNNConfig fields {sorted(unknown)}")
         return cls(**config)
-
-
-def to_model_input(images):
-    """uint8 images -> float32 in [-1, 1]: (x - 127.5) / 127.5."""
-    return (tf.cast(images, tf.float32) - 127.5) / 127.5
-
-
-def to_uint8(x):
-    """Float images in [-1, 1] -> uint8: round((x + 1) * 127.5), clipped to [0, 255]."""
-    return tf.cast(tf.clip_by_value(tf.round((tf.cast(x, tf.float32) + 1.0) * 127.5), 0.0, 255.0),
-                   tf.uint8)
-
-
-def bits_per_dim(nats_per_image, image_shape):
-    """Negative log-likelihood per image in nats -> bits per sub-pixel: nats / (H*W*C*ln 2)."""
-    return nats_per_image / (math.prod(image_shape) * math.log(2.0))
 
 
 class PixelCNNPP(tf.Module):

@@ -10,6 +10,7 @@ from PIL import Image
 
 from biggan import layers
 from biggan import model as bg
+from biggan_steps import BigGANRun
 from photo_crops import photos
 
 
@@ -238,7 +239,7 @@ def test_truncation_zero_gives_one_image_per_class(untrained):
 def test_interpolation_endpoints_and_class_only_sheets(untrained):
     config = untrained.config
     sheet = bg.interpolation_sheet(untrained, seed_a=1, class_a=0, seed_b=2, class_b=2, num_rows=2,
-                                   steps=5, truncation=0.5, num_standing_batches=2, batch_size=8)
+                                   steps=5, truncation=0.5, num_standing_batches=2)
     assert sheet.shape == (2, 5, 32, 32, 3)
     for column, seed, label in ((0, 1, 0), (4, 2, 2)):
         direct = untrained.G(bg.truncated_z(2, config.dim_z, 0.5, seed), tf.one_hot([label] * 2, 3),
@@ -249,21 +250,19 @@ def test_interpolation_endpoints_and_class_only_sheets(untrained):
     z, y = bg.interpolate(z_a, tf.one_hot([0, 0], 3), z_a, tf.one_hot([2, 2], 3), steps=5)
     np.testing.assert_array_equal(z.numpy(), np.repeat(z_a.numpy(), 5, axis=0))
     np.testing.assert_allclose(y.numpy()[:5], [[1 - t, 0, t] for t in np.linspace(0, 1, 5)], atol=1e-7)
-    class_only = bg.interpolation_sheet(untrained, 1, 0, 1, 2, 2, 5, 0.5, num_standing_batches=2,
-                                        batch_size=8).numpy()
+    class_only = bg.interpolation_sheet(untrained, 1, 0, 1, 2, 2, 5, 0.5, num_standing_batches=2).numpy()
     assert np.abs(class_only[:, 0] - class_only[:, -1]).max() > 1e-3
-    noise_only = bg.interpolation_sheet(untrained, 1, 1, 1, 1, 2, 3, 0.5, num_standing_batches=2,
-                                        batch_size=8).numpy()
+    noise_only = bg.interpolation_sheet(untrained, 1, 1, 1, 1, 2, 3, 0.5, num_standing_batches=2).numpy()
     np.testing.assert_allclose(noise_only[:, 0], noise_only[:, -1], rtol=1e-5, atol=1e-6)
 
 
 def test_truncation_sweep_and_sample_shapes(untrained):
     sweep = bg.truncation_sweep(untrained, [0.0, 1.0], num_images=3, seed=4,
-                                num_standing_batches=2, batch_size=8).numpy()
+                                num_standing_batches=2).numpy()
     assert sweep.shape == (2, 3, 32, 32, 3)
     assert np.abs(sweep[0] - sweep[1]).max() > 1e-3
     images = bg.sample(untrained, 5, seed=3, labels=[0, 1, 2, 0, 1], truncation=0.4,
-                       num_standing_batches=2, batch_size=8)
+                       num_standing_batches=2)
     assert images.shape == (5, 32, 32, 3) and images.dtype == np.uint8
 
 
@@ -318,29 +317,30 @@ def test_tiny_biggan_trains_on_photo_patches_and_samples_by_class(tmp_path):
     class_means = np.stack([images[labels == k].mean(axis=0) for k in range(3)]).astype(np.float32)
     assert (nearest_class_mean(images, class_means) == labels).mean() > 0.95  # a fair classifier
     # Faster rates than the defaults and one D step per G step: a 300-step run on 2 CPU cores.
-    model = bg.BigGAN(tiny_config(attn_res=(), G_lr=1e-3, D_lr=1e-3, num_D_steps=1, ema_start=100,
-                                  ema_decay=0.9))
-    kernel, average = model.G.linear.kernel, model.ema.average(model.G.linear.kernel)
+    run = BigGANRun(tiny_config(attn_res=(), G_lr=1e-3, D_lr=1e-3, num_D_steps=1, ema_start=100,
+                                ema_decay=0.9), global_batch=16)
+    model, ema = run.model, run.ema
+    kernel, average = model.G.linear.kernel, ema.average(model.G.linear.kernel)
     losses = []
     for step in range(300):
         batch = rng.integers(0, len(images), 16)
         before = average.numpy()
         losses.append({k: float(v) for k, v in
-                       model.train_step(images[batch], labels[batch], tf.constant([step, 0])).items()})
+                       run.step(images[batch], labels[batch], tf.constant([step, 0])).items()})
         if step == 0:  # before ema_start the average is a copy of G
             for variable in model.G.averaged_variables():
-                np.testing.assert_array_equal(model.ema.average(variable).numpy(), variable.numpy())
+                np.testing.assert_array_equal(ema.average(variable).numpy(), variable.numpy())
         if step == 99:  # the 100th G step is the first averaged one
             np.testing.assert_allclose(average.numpy(), 0.9 * before + 0.1 * kernel.numpy(),
                                        rtol=1e-5, atol=1e-7)
     assert np.isfinite([list(step.values()) for step in losses]).all()
-    assert model.G_optimizer.iterations.numpy() == 300 and model.D_optimizer.iterations.numpy() == 300
+    assert all(optimizer.iterations.numpy() == 300 for optimizer in run.optimizers.values())
     assert np.abs(average.numpy() - kernel.numpy()).max() > 0
 
-    model.accumulate_standing_stats(1.0, num_batches=4, batch_size=32, seed=0, ema=model.ema)
+    model.accumulate_standing_stats(1.0, num_batches=4, batch_size=32, seed=0, ema=ema)
     z = bg.truncated_z(60, model.config.dim_z, 1.0, 5)
     classes = np.arange(60) % 3
-    samples = bg.to_uint8(bg.generate(model, z, classes, 1.0, ema=model.ema)).numpy()
+    samples = bg.to_uint8(bg.generate(model, z, classes, 1.0, ema=ema)).numpy()
     assert np.abs(samples[classes == 0].astype(int) - samples[classes == 1]).mean() > 2
     assert samples[classes == 0].std(axis=0).mean() > 2  # not one image per class
     # Samples of class k look like crops of photo k: chance would be 1/3.
@@ -348,9 +348,9 @@ def test_tiny_biggan_trains_on_photo_patches_and_samples_by_class(tmp_path):
     assert accuracy > 0.75, accuracy
 
     # Every variable exists after construction: a fresh model restores without a forward pass.
-    path = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))
-    restored = bg.BigGAN(model.config)
-    tf.train.Checkpoint(model=restored).read(path).assert_consumed()
+    path = tf.train.Checkpoint(model=model, ema=ema).write(str(tmp_path / "ckpt"))
+    restored = BigGANRun(model.config, global_batch=16)
+    tf.train.Checkpoint(model=restored.model, ema=restored.ema).read(path).assert_consumed()
     np.testing.assert_array_equal(
-        bg.generate(restored, z, classes, 1.0, ema=restored.ema).numpy(),
-        bg.generate(model, z, classes, 1.0, ema=model.ema).numpy())
+        bg.generate(restored.model, z, classes, 1.0, ema=restored.ema).numpy(),
+        bg.generate(model, z, classes, 1.0, ema=ema).numpy())

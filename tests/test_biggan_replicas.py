@@ -16,9 +16,9 @@ from PIL import Image
 import sample
 from biggan import layers
 from biggan import model as bg
+from biggan_steps import BigGANRun
 from photo_crops import photo_crops
-from trainer import checkpoint, dist
-from trainer.families import biggan as adapter
+from trainer import dist, families
 from trainer.dist import replica_slice
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,15 +46,14 @@ def local_copies(variable):
 
 
 def test_two_replicas_of_b_images_take_the_step_of_one_device_on_2b():
-    one = bg.BigGAN(bg.BigGANConfig(**CONFIG))
-    with STRATEGY.scope():
-        two = bg.BigGAN(bg.BigGANConfig(**CONFIG))
-    assert two.strategy is STRATEGY and one.strategy.num_replicas_in_sync == 1
+    one = BigGANRun(bg.BigGANConfig(**CONFIG), global_batch=8)
+    two = BigGANRun(bg.BigGANConfig(**CONFIG), global_batch=8, strategy=STRATEGY)
+    assert two.model.strategy is STRATEGY and one.model.strategy.num_replicas_in_sync == 1
     images = tf.constant(photo_crops(8, 32, seed=4))
     labels = tf.constant(np.arange(8) % 3, tf.int32)
     seed = tf.constant([3, 0], tf.int64)
-    losses_one = one.train_step(images, labels, seed)
-    losses_two = two.train_step(images, labels, seed)
+    losses_one = one.step(images, labels, seed)
+    losses_two = two.step(images, labels, seed)
     for name, value in losses_one.items():
         assert float(losses_two[name]) == pytest.approx(float(value), rel=1e-5, abs=1e-6), name
     names = [variable.name for variable in one.variables]
@@ -66,8 +65,8 @@ def test_two_replicas_of_b_images_take_the_step_of_one_device_on_2b():
         expected = a.numpy()
         for copy in local_copies(b):
             np.testing.assert_allclose(copy, expected, rtol=1e-4, atol=1e-5, err_msg=a.name)
-    assert int(two.G_optimizer.iterations.numpy()) == 1
-    assert int(two.D_optimizer.iterations.numpy()) == 2
+    assert int(two.optimizers["G_optimizer"].iterations.numpy()) == 1
+    assert int(two.optimizers["D_optimizer"].iterations.numpy()) == 2
 
 
 def test_cross_replica_batch_norm_uses_the_global_batch():
@@ -143,12 +142,12 @@ def test_two_device_checkpoint_samples_without_a_strategy_and_resumes_on_one(two
     assert one_device["start"].startswith("resumed from") and one_device["nr_gpu"] == 1
     epochs = [line for line in lines if "epoch" in line]
     assert [(line["epoch"], line["step"]) for line in epochs] == [(0, 2), (1, 4)]
-    assert all(np.isfinite(line[name]) for line in epochs for name in adapter.LOSSES)
+    assert all(np.isfinite(line[name]) for line in epochs
+               for name in ("D_loss_real", "D_loss_fake", "G_loss", "G_ortho"))
     # the class sheet the 2-device run drew equals its checkpoint's, restored on no strategy
     two_device_checkpoint = str(save_dir / "ckpt-0")
-    model = adapter.build(checkpoint.read_run_config(two_device_checkpoint)["model_config"])
-    checkpoint.restore_weights(two_device_checkpoint, model=model, ema=model.ema)
-    sheet = adapter.class_sheet(model, 1, [1, 0], model.ema, num_standing_accumulations=1)
+    _, model, ema, _ = families.restore(two_device_checkpoint)
+    sheet = bg.class_sheet(model, 1, [1, 0], ema, num_standing_batches=1)
     np.testing.assert_allclose(sheet, np.load(save_dir / "folder_classes0.npz")["arr_0"], atol=1)
     assert sample.main(["--checkpoint", two_device_checkpoint, "--out",
                         str(tmp_path / "samples.png"), "--n", "2",

@@ -6,7 +6,7 @@ from trainer import flags
 
 def test_paper_data_sets_get_the_original_defaults():
     args, family = flags.parse_train_args(["-d", "cifar"])
-    assert family.NAME == "pixelcnn"
+    assert family.name == "pixelcnn"
     assert (args.nr_resnet, args.nr_filters, args.nr_logistic_mix) == (5, 160, 10)
     assert (args.batch_size, args.nr_gpu, args.save_interval, args.max_epochs) == (16, 8, 20, 5000)
     assert (args.learning_rate, args.lr_decay, args.polyak_decay) == (0.001, 0.999995, 0.9995)

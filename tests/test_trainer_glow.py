@@ -11,12 +11,13 @@ import tensorflow as tf
 from PIL import Image
 
 import data
+from data.pixels import bits_per_dim
 import sample
 import train
 from cli_errors import error_line, last_error_line
 from photo_crops import photo_crops
 from saved_state import checkpoint_values
-from trainer import flags
+from trainer import families, flags
 
 # 40 train images / batch 4 = 10 steps per epoch; 8x8 images, 2 levels.
 GLOW_FLAGS = ["--model", "glow", "--image_size", "8", "--n_levels", "2", "--depth", "2",
@@ -225,7 +226,7 @@ def test_gradient_checkpointing_changes_no_loss_and_no_gradient(tiny_image_folde
     family.initialize(model, images, labels, seed=[5, 0])
     with tf.GradientTape(persistent=True) as tape:
         nats = family.nats(model, images, labels, training=True, seed=[5, 1])
-        bits = family.bits_per_dim(nats, (8, 8, 3))
+        bits = bits_per_dim(nats, (8, 8, 3))
         plain_bits, _ = model.loss(images, seed=[5, 1], training=False)  # not checkpointed
     np.testing.assert_allclose(bits, plain_bits, rtol=1e-6)
     for variable in model.trainable_variables:
@@ -237,7 +238,7 @@ def test_gradient_checkpointing_changes_no_loss_and_no_gradient(tiny_image_folde
 def test_dal_augments_training_batches_only():
     """--dal changes what a training step sees (and so its loss); evaluation is never augmented."""
     from glow import model as glow_model
-    from trainer.families import glow as family
+    family = families.get("glow")
     config = glow_model.GlowConfig(image_shape=(8, 8, 3), n_levels=2, depth=1, width=8, seed=3)
     plain, augmented = (family.build(dict(config.to_dict(), augmentation=level)) for level in (0, 2))
     images = tf.constant(photo_crops(4, 8))

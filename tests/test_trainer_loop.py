@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 import data
+from data.pixels import bits_per_dim
 from trainer import dist, flags, loop
 from trainer.logger import Logger
 
@@ -42,33 +43,33 @@ def trainers(request, tiny_image_folder, tmp_path_factory):
 def test_data_dependent_init_is_identical_on_every_replica(trainers):
     _, two = trainers
     assert two.strategy.num_replicas_in_sync == 2
-    for variable in two.variables:
+    for variable in two.model.trainable_variables:
         first, second = local_copies(two.strategy, variable)
         np.testing.assert_array_equal(first, second)
-    for variable in two.variables:  # the averages start from the initialised weights
+    for variable in two.model.trainable_variables:  # the averages start from the initialised weights
         np.testing.assert_array_equal(two.ema.average(variable).numpy(), variable.numpy())
 
 
 def test_one_step_on_two_devices_equals_one_step_on_one(trainers, tiny_image_folder):
     one, two = trainers
-    for source, target in zip(one.variables, two.variables):  # identical starting point
+    for source, target in zip(one.model.trainable_variables, two.model.trainable_variables):  # identical starting point
         target.assign(source.numpy())
         two.ema.average(target).assign(one.ema.average(source).numpy())
     images, labels = next(iter(data.load("folder", tiny_image_folder, "train", image_size=8,
                                          batch_size=6, shuffle=True, seed=7)))
-    loss_one = float(one.train_step(images, labels))
-    loss_two = float(two.train_step(images, labels))
+    loss_one = float(one.train_step(images, labels)["train_bits_per_dim"])
+    loss_two = float(two.train_step(images, labels)["train_bits_per_dim"])
     assert loss_two == pytest.approx(loss_one, rel=1e-5)
-    for index, (a, b) in enumerate(zip(one.variables, two.variables)):
+    for index, (a, b) in enumerate(zip(one.model.trainable_variables, two.model.trainable_variables)):
         for copy in local_copies(two.strategy, b):
             np.testing.assert_allclose(copy, a.numpy(), rtol=1e-4, atol=1e-6)
         for slots in ("m1", "m2"):  # gradients, compared relative to their layer's scale
-            expected = getattr(one.optimizer, slots)[index].numpy()
-            np.testing.assert_allclose(getattr(two.optimizer, slots)[index].numpy(), expected,
+            expected = getattr(one.optimizers["optimizer"], slots)[index].numpy()
+            np.testing.assert_allclose(getattr(two.optimizers["optimizer"], slots)[index].numpy(), expected,
                                        rtol=1e-4, atol=1e-4 * np.abs(expected).max())
         np.testing.assert_allclose(two.ema.average(b).numpy(), one.ema.average(a).numpy(),
                                    rtol=1e-4, atol=1e-6)
-    assert int(two.optimizer.iterations.numpy()) == int(one.optimizer.iterations.numpy()) == 1
+    assert int(two.optimizers["optimizer"].iterations.numpy()) == int(one.optimizers["optimizer"].iterations.numpy()) == 1
 
 
 def test_replicas_sum_to_the_single_device_mean_gradient(trainers, tiny_image_folder):
@@ -78,7 +79,7 @@ def test_replicas_sum_to_the_single_device_mean_gradient(trainers, tiny_image_fo
     images, labels = next(iter(data.load("folder", tiny_image_folder, "test", image_size=8)
                                .batch(4)))
     nats = one.family.nats(one.model, images, labels)
-    mean_bits = float(tf.reduce_mean(one.family.bits_per_dim(nats, one.info.image_shape)))
+    mean_bits = float(tf.reduce_mean(bits_per_dim(nats, one.info.image_shape)))
     assert one.test_bits_per_dim(nats.numpy()) == pytest.approx(mean_bits, rel=1e-6)
 
 
@@ -106,7 +107,7 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(trainers, t
                 if os.path.isfile(os.path.join(one.args.save_dir, name))}
 
     before = files()
-    first = one.variables[0]
+    first = one.model.trainable_variables[0]
     first.assign(np.full(first.shape, np.nan, np.float32))  # a diverged weight
     try:
         with pytest.raises(loop.NonFiniteLossError) as error:

@@ -95,6 +95,50 @@ def run_summed(strategy, replica_step, args, variables):
     return losses, grads
 
 
+class Replicas:
+    """How a step's batch is split over the replicas of `strategy` in every process of
+    `processes`: each process reads per_replica_batch x (its replicas) images, each replica takes
+    its contiguous slice, and replicas are numbered across processes. A family's train step
+    works through these helpers (trainer.families.base.Family.train_step)."""
+
+    def __init__(self, strategy, per_replica_batch, processes=None):
+        self.strategy = strategy
+        self.processes = processes or SingleProcess()
+        local_replicas = len(strategy.extended.worker_devices)
+        first_replica = self.processes.rank * local_replicas
+        # the strategy's replica ids are either this process's own or global (MultiWorker)
+        spans = self.processes.strategy_spans_processes
+        self.first_local_replica = first_replica if spans else 0
+        self.first_global_replica = 0 if spans else first_replica
+        self.local_replicas = local_replicas
+        self.per_replica_batch = per_replica_batch
+        self.process_batch = per_replica_batch * local_replicas
+        self.global_batch = self.process_batch * self.processes.size
+
+    def slice(self, tensor, per_replica=None):
+        """This replica's slice of a process batch (of per_replica images each, default
+        per_replica_batch). Call in replica context."""
+        return replica_slice(tensor, per_replica or self.per_replica_batch,
+                             self.first_local_replica)
+
+    def seed(self, step_seed):
+        """This replica's own stateless seed of a step: the step seed folded with the replica's
+        global number. Call in replica context."""
+        replica = (tf.distribute.get_replica_context().replica_id_in_sync_group
+                   + self.first_global_replica)
+        return tf.random.experimental.stateless_fold_in(step_seed, replica)
+
+    def sum_gradients(self, replica_step, args, variables):
+        """Runs replica_step(*args) -> (losses, gradients of `variables`) on every replica and
+        returns both summed over every replica of every process. Call in cross-replica context
+        inside the compiled step."""
+        losses, grads = run_summed(self.strategy, replica_step, args, variables)
+        flat_losses = tf.nest.flatten(losses)
+        summed = self.processes.sum_in_step([*grads, *flat_losses])
+        grads, flat_losses = summed[:len(grads)], summed[len(grads):]
+        return tf.nest.pack_sequence_as(losses, flat_losses), grads
+
+
 def device_copies(variable):
     """The plain per-device variables behind a mirrored variable (its own strategy's local
     results, whether or not that strategy's scope is entered), or (variable,) for a plain one."""

@@ -3,7 +3,7 @@
 openai/pixel-cnn evaluates and samples with these averages (decay 0.9995) while training the raw
 weights. The trainer builds the average AFTER the data-dependent initialisation, so the shadows
 start from the initialised weights; the original started them from the pre-init values, which
-inflated its early test bits/dim (/work/shared/reference/pixelcnn.md, section 7.2 item 4).
+inflated its early test bits/dim.
 """
 import tensorflow as tf
 
@@ -47,3 +47,8 @@ class ExponentialMovingAverage(tf.Module):
             assign_on_every_device(shadow, ema_step(tf.convert_to_tensor(shadow),
                                                     tf.convert_to_tensor(reference.deref()),
                                                     self.decay))
+
+    def copy_variables(self):
+        """Set every shadow to its variable's current value (an average with decay 0)."""
+        for reference, shadow in zip(self._averaged, self.shadows):
+            assign_on_every_device(shadow, tf.convert_to_tensor(reference.deref()))

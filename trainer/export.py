@@ -35,8 +35,8 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from biggan.layers import RUNNING
+from biggan.model import STANDING_BATCH
 from fast_generation import sample_fast
-from trainer.families import biggan as biggan_adapter
 
 
 class ExportError(Exception):
@@ -97,8 +97,8 @@ class BigGANModule(HubModule):
         self.batch_norms = model.G.batch_norms()
         tables = []  # per truncation, per batch norm: (mean, var)
         for k in tqdm(range(truncation_grid), desc="standing statistics", leave=False):
-            biggan_adapter.standing_stats(model, k / (truncation_grid - 1), ema,
-                                   num_standing_accumulations, standing_seed)
+            model.accumulate_standing_stats(k / (truncation_grid - 1), num_standing_accumulations,
+                                            STANDING_BATCH, standing_seed, ema)
             tables.append([(bn.standing_mean.numpy(), bn.standing_var.numpy())
                            for bn in self.batch_norms])
         self.mean_tables = [tf.Variable(np.stack([t[i][0] for t in tables]), trainable=False)
@@ -158,28 +158,12 @@ class PixelCNNModule(HubModule):
             return sample_fast(self.pixelcnn, self.batch_size, z, h=h, ema=self.ema)
 
 
-def hub_module(family, model, ema, args):
-    """The HubModule of `model` for family.NAME, from sample.py's flags."""
-    if family.NAME == "biggan":
-        if args.truncation_grid < 2:
-            raise ExportError(f"--truncation_grid {args.truncation_grid}: need at least 2 "
-                              f"truncations (0 and 1)")
-        return BigGANModule(model, ema, args.truncation_grid, args.num_standing_accumulations,
-                            args.standing_seed)
-    if family.NAME == "glow":
-        return GlowModule(model, ema)
-    if family.NAME == "pixelcnn":
-        return PixelCNNModule(model, ema, args.n)
-    raise ExportError(f"no SavedModel export for model family {family.NAME!r}")
-
-
-def export(family, model, ema, stored, args, directory):
-    """Write the SavedModel of a restored model to `directory`, which must not exist yet (the
-    files are written beside it and moved in place at the end)."""
+def export(module, directory):
+    """Write a HubModule (a family's export_module) as a SavedModel to `directory`, which must
+    not exist yet (the files are written beside it and moved in place at the end)."""
     if os.path.exists(directory):
         raise ExportError(f"--export {directory}: already exists; remove it or choose another "
                           f"directory")
-    module = hub_module(family, model, ema, args)
     temporary = f"{os.path.normpath(directory)}.tmp{os.getpid()}"
     try:
         tf.saved_model.save(module, temporary, signatures={"serving_default": module.serve})

@@ -1,9 +1,9 @@
 """Command-line flags of train.py, defined once.
 
 Flags the trainer needs for every family live here; each family adds its own
-(`trainer.families.<family>.add_arguments`). Flags whose best value depends on the data set
-(architecture, batch size, epochs, devices) default to None and are filled from the family's one
-per-data-set table (`defaults(data_set)`): the paper setting for the paper data sets, a small CPU
+(`Family.add_arguments`). Flags whose best value depends on the data set (architecture, batch
+size, epochs, devices) default to None and are filled from the family's profile for the data
+set's kind (`Family.defaults(data_set)`): the paper setting for the paper data sets, a small CPU
 setting for the embedded ones. A flag given on the command line always wins.
 """
 import argparse
@@ -15,7 +15,7 @@ from trainer.argtypes import positive_int
 
 def train_parser(family):
     parser = argparse.ArgumentParser(
-        description="Train (or evaluate) a likelihood model of images.",
+        description="Train (or evaluate) an image model: PixelCNN++, Glow or BigGAN.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model", default=families.DEFAULT_FAMILY, choices=families.names(),
                         help="model family")
@@ -41,7 +41,7 @@ def train_parser(family):
     parser.add_argument("-ns", "--num_samples", type=int, default=1,
                         help="batches of samples per save")
     parser.add_argument("--sample_batch_size", type=positive_int, default=None,
-                        help="images per sample batch (unset and not in the per-data-set table: "
+                        help="images per sample batch (unset and not in the data set's profile: "
                              "batch_size * nr_gpu, as openai/pixel-cnn)")
     parser.add_argument("-s", "--seed", type=int, default=1,
                         help="seeds the initial weights, data order, dropout and samples")
@@ -51,18 +51,18 @@ def train_parser(family):
                         help="--eval_only: where to write per-image test NLL in nats (.npy; "
                              "default <save_dir>/test_nll.npy)")
     family.add_arguments(parser)
-    describe_table_defaults(parser, family)
+    describe_profile_defaults(parser, family)
     return parser
 
 
-def describe_table_defaults(parser, family):
+def describe_profile_defaults(parser, family):
     """Spell out, in --help, the per-data-set defaults of the flags that default to None."""
-    tables = {name: family.defaults(name) for name in data.names()}
+    profiles = {name: family.defaults(name) for name in data.names()}
     for action in parser._actions:
         values = {}
-        for name, table in tables.items():
-            if action.default is None and action.dest in table:
-                values.setdefault(table[action.dest], []).append(name)
+        for name, profile in profiles.items():
+            if action.default is None and action.dest in profile:
+                values.setdefault(profile[action.dest], []).append(name)
         if values:
             listed = "; ".join(f"{value} ({', '.join(names)})" for value, names in values.items())
             # %(default).0s prints nothing: it stops the formatter from appending "(default: None)"
@@ -70,7 +70,7 @@ def describe_table_defaults(parser, family):
 
 
 def parse_train_args(argv=None):
-    """(args, family module) with every None default filled from the family's table."""
+    """(args, Family) with every None default filled from the family's profile."""
     selector = argparse.ArgumentParser(add_help=False)
     selector.add_argument("--model", default=families.DEFAULT_FAMILY, choices=families.names())
     selected, _ = selector.parse_known_args(argv)

@@ -39,16 +39,26 @@ def save_png(path, image):
     write_atomic(path, buffer.getvalue())
 
 
-def save_npz(path, images):
-    """Raw uint8 images [N, H, W, C] under the key `arr_0` (np.savez's default, as the original)."""
+def sheet(images):
+    """uint8 [rows, columns, H, W, C] -> one uint8 image [rows*H, columns*W, C]."""
+    rows, columns, height, width, channels = images.shape
+    return images.transpose(0, 2, 1, 3, 4).reshape(rows * height, columns * width, channels)
+
+
+def save_arrays(path, **arrays):
+    """Named arrays as one .npz file."""
     buffer = io.BytesIO()
-    np.savez(buffer, np.asarray(images, np.uint8))
+    np.savez(buffer, **arrays)
     write_atomic(path, buffer.getvalue())
 
 
-def save_samples(prefix, images):
-    """`<prefix>.png` (the grid) and `<prefix>.npz` (the raw images); returns the grid."""
-    grid = image_grid(images)
+def save_samples(prefix, images, key="arr_0", **extra):
+    """`<prefix>.png` and `<prefix>.npz` of uint8 images [N, H, W, C] (a grid, ceil(sqrt(N)) per
+    row) or [rows, columns, H, W, C] (a sheet with those rows); returns the PNG's image. The npz
+    holds the raw images under `key` (np.savez's default name arr_0, as the original) and any
+    `extra` arrays."""
+    images = np.asarray(images, np.uint8)
+    grid = sheet(images) if images.ndim == 5 else image_grid(images)
     save_png(prefix + ".png", grid)
-    save_npz(prefix + ".npz", images)
+    save_arrays(prefix + ".npz", **{key: images}, **extra)
     return grid

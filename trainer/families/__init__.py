@@ -1,33 +1,13 @@
-"""Model families the trainer can train: one adapter module per family, registered by name.
+"""Model families the trainer can train, registered by name; each is a Family (base.py)."""
+from trainer.families.base import Family, SampleError
+from trainer.families.biggan import FAMILY as BIGGAN
+from trainer.families.glow import FAMILY as GLOW
+from trainer.families.pixelcnn import FAMILY as PIXELCNN
 
-An adapter module gives the trainer everything model-specific, as plain module-level names:
+FAMILIES = {family.name: family for family in (PIXELCNN, GLOW, BIGGAN)}
+DEFAULT_FAMILY = PIXELCNN.name
 
-    NAME                                   the --model value
-    defaults(data_set) -> dict             values for the flags left at None (one table per family)
-    add_arguments(parser)                  the family's own flags
-    model_config(args, info) -> dict       validated, JSON-serialisable model configuration
-                                           (ValueError with a one-line message when impossible)
-    build(config) -> tf.Module             every variable created
-    initialize(model, images, labels, seed)          data-dependent init on uint8 images
-    nats(model, images, labels, training, ema, seed, step_seed)
-                                           per-image negative log-likelihood [B] (nats); when
-                                           training, `seed` is the replica's own noise seed and
-                                           `step_seed` the step's, equal on every replica
-    bits_per_dim(nats, image_shape)        the family's nats -> bits/dim conversion
-    make_optimizer(args, variables, steps_per_epoch) an optimizer from trainer.optim
-    ema_decay(args, steps_per_epoch)       Polyak decay
-    SAMPLERS = {name: fn(model, num_images, seed, labels=None, ema=None) -> uint8 [N, H, W, C]}
-                                           (seed: a pair of ints; labels: int [N] or None)
-    DEFAULT_SAMPLER                        the SAMPLERS key train.py and sample.py use by default
-
-The loop (trainer.loop) is written for likelihood models (PixelCNN++, Glow); a family whose
-training step is not "minimise one per-image loss" (a GAN) brings its own step on top of the
-same devices, checkpoints, EMA and logging.
-"""
-from trainer.families import biggan, glow, pixelcnn
-
-FAMILIES = {module.NAME: module for module in (pixelcnn, glow, biggan)}
-DEFAULT_FAMILY = pixelcnn.NAME
+__all__ = ["Family", "SampleError", "FAMILIES", "DEFAULT_FAMILY", "names", "get", "register"]
 
 
 def names():
@@ -38,3 +18,31 @@ def get(name):
     if name not in FAMILIES:
         raise KeyError(f"unknown model family {name!r}; known: {', '.join(names())}")
     return FAMILIES[name]
+
+
+def register(family):
+    """Make a Family instance available as --model family.name (train.py, sample.py)."""
+    if not isinstance(family, Family) or not family.name:
+        raise TypeError("register a Family instance with a name")
+    FAMILIES[family.name] = family
+    return family
+
+
+def restore(path):
+    """(family, model, Polyak averages, stored run configuration) of the checkpoint at `path`,
+    built from the configuration stored in it; CheckpointError with one line when it cannot be."""
+    from trainer import checkpoint
+    from trainer.ema import ExponentialMovingAverage
+    stored = checkpoint.read_run_config(path)
+    kind = stored.get("model")
+    if kind not in FAMILIES:
+        raise checkpoint.CheckpointError(f"{path} holds a {kind!r} model, which this code cannot "
+                                         f"load (known: {', '.join(names())})")
+    if "model_config" not in stored:
+        raise checkpoint.CheckpointError(f"{path} stores no model configuration (not written by "
+                                         f"train.py, or corrupt)")
+    family = FAMILIES[kind]
+    model = family.build(stored["model_config"])
+    ema = ExponentialMovingAverage(family.averaged_variables(model), stored["ema_decay"])
+    checkpoint.restore_weights(path, model=model, ema=ema)
+    return family, model, ema, stored

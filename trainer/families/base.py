@@ -1,0 +1,160 @@
+"""The one interface between a model family and everything shared: train.py's flags, the training
+loop (trainer.loop), sample.py and the hub-style export (trainer.export).
+
+A family is a `Family` subclass registered by name in trainer.families. The loop builds the
+model, optimizers, Polyak averages, checkpoint and devices; the family says what is special about
+its model through these methods. Defaults cover a likelihood model trained by minimising the
+per-image negative log-likelihood with one optimizer; override what differs.
+
+Units: `nats` is the per-image negative log-likelihood in nats for every family;
+`data.pixels.bits_per_dim` turns it into bits per sub-pixel, the number the loop logs.
+
+Flag defaults: every data set is of a kind (`profiles.KIND_OF_DATA_SET`): the small CPU kind
+(embedded and folder sets) or the paper kind (the papers' data sets, and any data set not in the
+table). A family's `profiles[kind]` are its defaults for that kind, refined per data set by
+`data_set_profiles`. A flag given on the command line always wins.
+"""
+import numpy as np
+import tensorflow as tf
+
+from data.pixels import bits_per_dim
+from trainer import images as image_files
+from trainer.export import ExportError
+from trainer.families.profiles import kind_of_data_set
+
+
+class SampleError(Exception):
+    """sample.py's flags cannot be served for this model. The message is one line."""
+
+
+class Family:
+    name = None
+    # {"cpu": {...}, "paper": {...}}: flag values for the flags left unset (None)
+    profiles = {}
+    # {data_set: {...}}: refinements of the data set's kind profile
+    data_set_profiles = {}
+    # {name: fn(model, num_images, seed, labels=None, ema=None) -> uint8 [N, H, W, C]}
+    samplers = {}
+    default_sampler = None
+    # False: no likelihood (a GAN): --eval_only is refused and no test bits/dim is logged
+    has_likelihood = True
+    # False: refuse Horovod / multi-worker launches with one line
+    multi_process = True
+    # named in the message when the loss diverges
+    learning_rate_flags = "--learning_rate"
+    # the per-save image files are <data_set>_<sample_file_name><epoch>.png / .npz
+    sample_file_name = "sample"
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def defaults(self, data_set):
+        """Values for the flags left at None on `data_set`."""
+        values = dict(self.profiles[kind_of_data_set(data_set)])
+        values.update(self.data_set_profiles.get(data_set, {}))
+        return values
+
+    def add_arguments(self, parser):
+        """The family's own train.py flags."""
+
+    def add_sample_arguments(self, group):
+        """The family's own sample.py flags (an argument group named after it)."""
+
+    def model_config(self, args, info):
+        """Validated, JSON-serialisable model configuration from the flags and the data set's
+        DatasetInfo; ValueError with a one-line message when impossible."""
+        raise NotImplementedError
+
+    def build(self, config):
+        """The model (a tf.Module with every variable created) of a model_config dict."""
+        raise NotImplementedError
+
+    # -- training ----------------------------------------------------------------------------
+
+    def initialize(self, model, images, labels, seed):
+        """Data-dependent initialisation on uint8 images (default: none)."""
+
+    def nats(self, model, images, labels, training=False, ema=None, seed=None, step_seed=None):
+        """Per-image negative log-likelihood [B] in nats of uint8 images. When training, `seed`
+        is the replica's noise seed and `step_seed` the step's, the same on every replica."""
+        raise NotImplementedError
+
+    def averaged_variables(self, model):
+        """The variables with Polyak averages (read with ema= for evaluation and samples)."""
+        return model.trainable_variables
+
+    def ema_decay(self, args, steps_per_epoch):
+        return args.polyak_decay
+
+    def make_optimizers(self, args, model, steps_per_epoch):
+        """{name: optimizer from trainer.optim}; the names are checkpoint keys."""
+        raise NotImplementedError
+
+    def iterations(self, optimizers):
+        """The step counter of a run (the global step)."""
+        return optimizers["optimizer"].iterations
+
+    def learning_rates(self, optimizers, step):
+        """Scalars logged each epoch beside the losses."""
+        return {"learning_rate": float(optimizers["optimizer"].learning_rate(step))}
+
+    def train_step(self, run, images, labels, step_seed):
+        """One update on a process batch, in cross-replica context; returns {name: the global
+        batch's mean} for the epoch log. `run` is the trainer.loop.Trainer: its model,
+        optimizers, ema, info and replicas (trainer.dist.Replicas). Default: minimise the mean
+        bits/dim of the global batch with optimizers["optimizer"], then one Polyak step."""
+        model, replicas = run.model, run.replicas
+        variables, image_shape = tuple(model.trainable_variables), run.info.image_shape
+
+        def replica_step(images, labels):
+            images, labels = replicas.slice(images), replicas.slice(labels)
+            with tf.GradientTape() as tape:
+                nats = self.nats(model, images, labels, training=True,
+                                 seed=replicas.seed(step_seed), step_seed=step_seed)
+                loss = tf.reduce_sum(bits_per_dim(nats, image_shape)) / replicas.global_batch
+            return loss, tape.gradient(loss, variables)
+
+        loss, grads = replicas.sum_gradients(replica_step, (images, labels), variables)
+        run.optimizers["optimizer"].apply(grads, variables)
+        run.ema.apply()
+        return {"train_bits_per_dim": loss}
+
+    # -- sampling ----------------------------------------------------------------------------
+
+    def training_samples(self, model, ema, args, seed):
+        """The images written at each save: uint8 [N, H, W, C] (a grid) or [rows, columns, H, W,
+        C] (a sheet). Default: sample_batch_size images of the default sampler, cycling through
+        the classes of a class-conditional model."""
+        labels = self.sample_labels(model, None, args.sample_batch_size)
+        return self.samplers[self.default_sampler](model, args.sample_batch_size, seed=seed,
+                                                   labels=labels, ema=ema)
+
+    def conditional(self, model):
+        """Whether the model takes class labels."""
+        return bool(getattr(model.config, "num_classes", 0))
+
+    def sample_main(self, args, model, ema, stored, prefix):
+        """sample.py's outputs for this family; returns the written paths. Default:
+        one grid of args.n images of args.sampler. SampleError for flags it cannot serve."""
+        labels = self.sample_labels(model, args.label, args.n)
+        samples = self.samplers[args.sampler](model, args.n, seed=[args.seed, 0], labels=labels,
+                                              ema=ema)
+        image_files.save_samples(prefix, samples)
+        return [prefix + ".png", prefix + ".npz"]
+
+    def sample_labels(self, model, label, count):
+        """The class of each of `count` images: `label` for all, else cycling; None for an
+        unconditional model."""
+        if not self.conditional(model):
+            if label is not None:
+                raise SampleError("--label: the model is not class-conditional")
+            return None
+        num_classes = model.config.num_classes
+        if label is None:
+            return np.arange(count) % num_classes
+        if not 0 <= label < num_classes:
+            raise SampleError(f"--label {label}: the model has classes 0..{num_classes - 1}")
+        return np.full([count], label)
+
+    def export_module(self, model, ema, args):
+        """A trainer.export.HubModule of the restored model for sample.py --export."""
+        raise ExportError(f"no SavedModel export for model family {self.name!r}")
