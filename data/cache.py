@@ -99,7 +99,11 @@ class Lock:
         self.folder, self.waiting_message = folder, waiting_message
 
     def __enter__(self):
-        os.makedirs(self.folder, exist_ok=True)
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+        except OSError as error:
+            raise DataError(f"{self.folder}: cannot create the data cache here "
+                            f"({error.strerror}); pass a writable cache_dir") from None
         self.fd = os.open(self.folder, os.O_RDONLY)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -225,7 +229,8 @@ def build_array(path, paths, image_shape, decode, description):
         with open(partial, "wb") as file:
             np.lib.format.write_array_header_1_0(
                 file, {"descr": "|u1", "fortran_order": False, "shape": shape})
-            file.truncate(file.tell() + math.prod(shape))  # sparse until the chunks land
+            # reserve the space now: a full disk is an error here, not a crash mid-build
+            os.posix_fallocate(file.fileno(), 0, file.tell() + math.prod(shape))
     with open(partial, "rb") as file:
         read_npy_header(file)
         offset = file.tell()
@@ -237,7 +242,7 @@ def build_array(path, paths, image_shape, decode, description):
              for start, stop in chunks if not finished[start:stop].all()]
     with open(done_log, "a") as log, tqdm(total=len(paths), unit="img", desc=description,
                                           initial=len(paths) - sum(b - a for (a, b), _ in tasks),
-                                          smoothing=0.1) as bar:
+                                          smoothing=0.1, leave=False) as bar:
         def chunk_finished(rows, error):
             if error is not None:
                 raise DataError(error)
@@ -264,9 +269,9 @@ def open_array(path, shape):
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as error:
-        return None, f"its pixels {path} are missing or unreadable ({error})"
+        return None, f"cached pixels {path} are missing or unreadable ({error})"
     if array.dtype != np.uint8 or array.shape != tuple(shape):
-        return None, f"its pixels {path} hold {array.dtype} {array.shape}, not uint8 {shape}"
+        return None, f"cached pixels {path} hold {array.dtype} {array.shape}, not uint8 {shape}"
     return array, None
 
 
@@ -295,12 +300,12 @@ def cached_images(set_name, root, split, relative_paths, image_shape, decode, ca
         except FileNotFoundError:
             return None, None
         except (OSError, ValueError, KeyError, TypeError) as error:
-            return None, f"its cache manifest {manifest_path} is unreadable ({error})"
+            return None, f"cache manifest {manifest_path} is unreadable ({error})"
         if manifest.get("listing_sha256") != digest:
             return None, (f"changed since its cache was built "
                           f"({listing_change(old_listing, listing)})")
         if any(manifest.get(key) != value for key, value in wanted.items()):
-            return None, f"its cache manifest {manifest_path} does not describe this cache"
+            return None, f"cache manifest {manifest_path} does not describe this cache"
         return open_array(os.path.join(folder, manifest["pixels"]), shape)
 
     pixels, _ = current()
@@ -312,13 +317,20 @@ def cached_images(set_name, root, split, relative_paths, image_shape, decode, ca
         if pixels is not None:
             return pixels
         if problem is not None:
-            note(f"{set_name}: {root} {problem}; rebuilding its {split} cache in {folder}")
+            note(f"{set_name} {root}: {problem}; rebuilding its {split} cache in {folder}")
         pixels_name = f"{stem}-{digest[:16]}.npy"
-        build_array(os.path.join(folder, pixels_name),
-                    [os.path.join(root, relative) for relative in relative_paths], image_shape,
-                    decode, f"caching {set_name} {split} {image_shape[0]}x{image_shape[1]}")
-        write_atomically(manifest_path, lambda file: file.write(json.dumps(
-            dict(wanted, pixels=pixels_name, listing=listing)).encode()))
+        try:
+            if open_array(os.path.join(folder, pixels_name), shape)[0] is None:
+                # (present: a builder stopped between these pixels and their manifest)
+                build_array(os.path.join(folder, pixels_name),
+                            [os.path.join(root, relative) for relative in relative_paths],
+                            image_shape, decode,
+                            f"caching {set_name} {split} {image_shape[0]}x{image_shape[1]}")
+            write_atomically(manifest_path, lambda file: file.write(json.dumps(
+                dict(wanted, pixels=pixels_name, listing=listing)).encode()))
+        except OSError as error:  # a full disk, say: what was decoded stays for a resume
+            raise DataError(f"{folder}: cannot write the data cache ({error}); free space "
+                            f"there or pass another cache_dir") from None
         for name in os.listdir(folder):  # pixels of older listings, at this split and size
             if name.startswith(stem + "-") and name.endswith(".npy") and name != pixels_name:
                 os.remove(os.path.join(folder, name))

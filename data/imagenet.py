@@ -145,14 +145,14 @@ class SmallImageNet(Source):
         hidden .npy parts beside the cache, then write the cache atomically from them. One
         process builds; others wait for it and then read its cache."""
         folder, cache_name = os.path.split(self.cache_path)
+        sources = {key: (self.png_folder(split), png_names(self.png_folder(split)))
+                   for split, key in OORD_KEYS.items()}
         with cache.Lock(folder, f"imagenet: waiting for another process that is writing "
                                 f"{self.cache_path}"):
             if os.path.isfile(self.cache_path):
                 return
             parts = {}
-            for split, key in OORD_KEYS.items():
-                png_folder = self.png_folder(split)
-                names = png_names(png_folder)
+            for key, (png_folder, names) in sources.items():
                 digest = cache.listing_digest(cache.listing_of(png_folder, names))
                 parts[key] = os.path.join(folder, f".{cache_name}.{key}-{digest[:16]}.npy")
                 if not os.path.exists(parts[key]):

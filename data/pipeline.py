@@ -106,7 +106,6 @@ def row_reader(array):
                                 f"rebuild the cache")
         return rows
 
-    read_rows.file = file  # open for as long as the dataset can call it
     return read_rows
 
 

@@ -56,6 +56,11 @@ def test_first_load_builds_later_loads_map_the_same_pixels_without_decoding(tmp_
     reused = folder.Folder(root, 16, cache_dir).arrays("train")
     np.testing.assert_array_equal(reused.images, built.images)
     assert cache_files(cache_dir) == files
+    # pixels whose manifest was never written (a builder stopped between them) are kept
+    os.remove(os.path.join(cache.source_folder(cache_dir, "folder", root), "train-16x16.json"))
+    np.testing.assert_array_equal(folder.Folder(root, 16, cache_dir).arrays("train").images,
+                                  built.images)
+    assert cache_files(cache_dir) == files
     assert sorted(os.listdir(root)) == [f"{i:05d}.png" for i in range(30)]
 
 
@@ -70,7 +75,7 @@ def test_a_changed_listing_rebuilds_and_says_so_in_one_line(tmp_path, capsys):
     os.remove(os.path.join(root, "00003.png"))
     new = folder.Folder(root, 16, cache_dir).arrays("train")
     lines = [line for line in capsys.readouterr().err.splitlines() if "rebuilding" in line]
-    assert lines == [f"folder: {root} changed since its cache was built (1 added, 1 removed, "
+    assert lines == [f"folder {root}: changed since its cache was built (1 added, 1 removed, "
                      f"0 modified); rebuilding its train cache in "
                      f"{cache.source_folder(cache_dir, 'folder', root)}"]
     listed = [crops[i] for i in range(8) if i != 3] + [extra] + list(crops[8:])
@@ -92,7 +97,7 @@ def test_a_damaged_manifest_or_pixel_file_is_rebuilt_with_one_line(tmp_path, cap
     np.testing.assert_array_equal(folder.Folder(root, 16, cache_dir).arrays("train").images,
                                   train_part(crops))
     [line] = [line for line in capsys.readouterr().err.splitlines() if "rebuilding" in line]
-    assert line.startswith(f"folder: {root} its pixels {pixels} are missing or unreadable")
+    assert line.startswith(f"folder {root}: cached pixels {pixels} are missing or unreadable")
     with open(os.path.join(place, "train-16x16.json"), "w") as file:
         file.write("{not json")
     np.testing.assert_array_equal(folder.Folder(root, 16, cache_dir).arrays("train").images,
