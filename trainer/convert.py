@@ -125,14 +125,15 @@ def build_run(args):
     return loop.run_config(family, args, model_config, ema_decay), objects, optimizers["optimizer"]
 
 
-def write_run(save_dir, run_config, objects):
-    """Save checkpoint 0 into a fresh directory beside save_dir, then rename it to save_dir, so a
-    failure leaves nothing behind. Returns the checkpoint's path."""
+def write_run(save_dir, run_config, objects, step):
+    """Save the run into a fresh directory beside save_dir, then rename that to save_dir, so a
+    failure leaves nothing behind. The checkpoint is `ckpt-0-step<step>`: in epoch 0, no batch of
+    it trained yet, at the original's global step. Returns its path."""
     parent = os.path.dirname(os.path.abspath(save_dir))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".converting_", dir=parent)
     try:
-        path = ckpt.RunCheckpoint(staging, run_config, **objects).save(0)
+        path = ckpt.RunCheckpoint(staging, run_config, **objects).save_mid_epoch(0, step, {})
         os.rename(staging, save_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -240,26 +241,26 @@ def convert(family_name, source, save_dir, user_flags=()):
 
     copy_weights(reader, expected, trainable, ema, with_shadows)
     step, moments = original_moments(reader, shapes, dtypes, trainable)
-    if step is None:
-        optimizer_line = (f"optimizer: fresh moments and step 0, because {moments} (fine-tuning "
-                          f"starts the learning-rate schedule from its beginning)")
+    if step is None:  # `moments` says why
+        step, optimizer_line = 0, (f"optimizer: fresh moments and step 0, because {moments} "
+                                   f"(fine-tuning starts the learning-rate schedule over)")
     else:
         copy_moments(optimizer, model.trainable_variables, moments)
         optimizer.iterations.assign(step)
         optimizer_line = (f"optimizer: step {step} and both moments of every variable from the "
                           f"unnamed Variable_<N> tensors")
-    path = write_run(save_dir, run_config, objects)
+    path = write_run(save_dir, run_config, objects, step)
 
-    flag_text = " ".join(["--model", family_name, *architecture, *user_flags])
     parameters = sum(int(np.prod(variable.shape)) for variable in model.trainable_variables)
+    as_trained = " ".join(["--model", family_name, *architecture, *user_flags])
     return [
         f"{original} checkpoint {prefix}: {len(expected)} tensors, {parameters:,} parameters; "
-        f"as train.py {flag_text}",
+        f"stored as a run of train.py {as_trained}",
         "Polyak averages: from the ExponentialMovingAverage shadows" if with_shadows else
         "Polyak averages: none in the checkpoint, so the averages start as the raw weights",
         optimizer_line,
-        f"wrote {path}",
-        f"evaluate: python3 train.py -o {save_dir} --eval_only {flag_text}",
-        f"sample:   python3 sample.py -o {save_dir}",
-        f"fine-tune: python3 train.py -o {save_dir} -r {flag_text}",
+        f"wrote {path}; the run's flags are stored with it:",
+        f"  evaluate:  python3 train.py -o {save_dir} --eval_only",
+        f"  sample:    python3 sample.py -o {save_dir}",
+        f"  fine-tune: python3 train.py -o {save_dir} -r",
     ]
