@@ -16,6 +16,10 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from trainer.startup import quiet_tensorflow_import  # noqa: E402
+
+quiet_tensorflow_import()
+
 from trainer import checkpoint, export, families, flags  # noqa: E402
 
 

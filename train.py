@@ -18,6 +18,10 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from trainer.startup import quiet_tensorflow_import  # noqa: E402
+
+quiet_tensorflow_import()
+
 import numpy as np  # noqa: E402
 
 import data  # noqa: E402
@@ -48,7 +52,7 @@ def main(argv=None):
             return 0
         logger = None
         if processes.is_chief:
-            logger = Logger(args.save_dir)
+            logger = Logger(args.save_dir, args.log_interval)
             logger.config({**vars(args), "devices": devices, "processes": processes.size,
                            "global_batch": trainer.global_batch,
                            "steps_per_epoch": trainer.steps_per_epoch,

@@ -45,6 +45,12 @@ def train_parser(family):
                              "batch_size * nr_gpu, as openai/pixel-cnn)")
     parser.add_argument("-s", "--seed", type=int, default=1,
                         help="seeds the initial weights, data order, dropout and samples")
+    parser.add_argument("--log_interval", type=positive_int, default=50,
+                        help="steps between the training scalars (losses, learning rate, "
+                             "gradient norm, img/s) written to log.jsonl and TensorBoard")
+    parser.add_argument("--sheet_width", type=positive_int, default=512,
+                        help="sample sheet PNGs are scaled up (nearest neighbour, a whole "
+                             "factor) to at least this many pixels wide; 1: native size")
     parser.add_argument("--eval_only", action="store_true",
                         help="only evaluate the newest checkpoint in --save_dir on the test set")
     parser.add_argument("--out", default=None,

@@ -32,8 +32,6 @@ import time
 
 import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
-
 import data
 from data.pipeline import shard_indices
 from data.pixels import bits_per_dim
@@ -41,6 +39,7 @@ from trainer import checkpoint as ckpt
 from trainer import dist
 from trainer import images as image_files
 from trainer.ema import ExponentialMovingAverage
+from trainer.logger import progress
 
 
 class ConfigError(Exception):
@@ -265,12 +264,14 @@ class Trainer:
                             num_shards=size, shard_index=rank)
         return batches, shard_indices(self.info.split_sizes["test"], size, rank)
 
-    def train_epoch(self, epoch):
+    def train_epoch(self, epoch, logger=None):
         """One pass over this process's shard of the shuffled train split; returns the mean of
-        every loss the family's step reports."""
+        every scalar the family's step reports. Each step is also handed to `logger` (rank 0's
+        trainer.logger.Logger, which writes every log_interval-th)."""
         totals = {}
-        bar = tqdm(self.train_batches(epoch), total=self.steps_per_epoch,
-                   desc=f"epoch {epoch} train", leave=False, disable=not self.processes.is_chief)
+        bar = progress(self.train_batches(epoch), total=self.steps_per_epoch,
+                       desc=f"epoch {epoch} train", disable=not self.processes.is_chief)
+        tick = time.perf_counter()
         for count, (images, labels) in enumerate(bar, start=1):
             losses = {name: float(value)
                       for name, value in self.train_step(images, labels).items()}
@@ -282,6 +283,11 @@ class Trainer:
                     f"{self.family.learning_rate_flags}")
             for name, value in losses.items():
                 totals[name] = totals.get(name, 0.0) + value
+            if logger is not None:
+                now = time.perf_counter()
+                logger.train_step(int(self.iterations.numpy()), losses, self.global_batch,
+                                  now - tick, self._learning_rates)
+                tick = now
             bar.set_postfix({name: f"{value:.4f}" for name, value in losses.items()})
         return {name: total / count for name, total in totals.items()}
 
@@ -292,14 +298,18 @@ class Trainer:
         of a zero vector; the sum of these vectors over processes holds every image once."""
         batches, positions = self.test_batches()
         results = []
-        for images, labels in tqdm(batches, total=math.ceil(len(positions) / self.process_batch),
-                                   desc="test", leave=False, disable=not self.processes.is_chief):
+        for images, labels in progress(batches,
+                                       total=math.ceil(len(positions) / self.process_batch),
+                                       desc="test", disable=not self.processes.is_chief):
             count = len(images)
             images, labels = pad_batch(images.numpy(), labels.numpy(), self.process_batch)
             results.append(self.eval_step(images, labels).numpy()[:count])
         nats = np.zeros([self.info.split_sizes["test"]], np.float32)
         nats[positions] = np.concatenate(results)
         return self.processes.sum_over_processes(nats)
+
+    def _learning_rates(self, step):
+        return self.family.learning_rates(self.optimizers, step)
 
     def test_bits_per_dim(self, nats):
         return float(bits_per_dim(np.mean(nats.astype(np.float64)), self.info.image_shape))
@@ -310,7 +320,7 @@ class Trainer:
         batches = [self.family.training_samples(
                        self.model, self.ema, self.args,
                        seed=[self.args.seed, epoch * self.args.num_samples + k])
-                   for k in tqdm(range(self.args.num_samples), desc="sampling", leave=False)]
+                   for k in progress(range(self.args.num_samples), desc="sampling")]
         name = self.family.sample_file_name
         prefix = os.path.join(self.args.save_dir, f"{self.args.data_set}_{name}{epoch}")
         grid = image_files.save_samples(prefix, np.concatenate(batches))
@@ -322,7 +332,7 @@ class Trainer:
         args = self.args
         for epoch in range(int(self.epoch.numpy()), args.max_epochs):
             started = time.time()
-            scalars = self.train_epoch(epoch)
+            scalars = self.train_epoch(epoch, logger)
             if self.family.has_likelihood:
                 test_bpd = self.test_bits_per_dim(self.evaluate())
                 if not math.isfinite(test_bpd):
@@ -333,7 +343,7 @@ class Trainer:
                 scalars["test_bits_per_dim"] = test_bpd
             self.epoch.assign(epoch + 1)
             step = int(self.iterations.numpy())
-            scalars.update(self.family.learning_rates(self.optimizers, step))
+            scalars.update(self._learning_rates(step))
             chief = self.processes.is_chief
             if chief:
                 logger.epoch(epoch, step, time.time() - started, scalars)
@@ -343,3 +353,4 @@ class Trainer:
                 path = self.save_checkpoint(epoch)
                 if chief:
                     logger.message(f"saved {path}")
+                    logger.write_curves()

@@ -99,9 +99,10 @@ class Family:
 
     def train_step(self, run, images, labels, step_seed):
         """One update on a process batch, in cross-replica context; returns {name: the global
-        batch's mean} for the epoch log. `run` is the trainer.loop.Trainer: its model,
+        batch's mean} for the logs (trainer.logger: per step and per epoch). `run` is the trainer.loop.Trainer: its model,
         optimizers, ema, info and replicas (trainer.dist.Replicas). Default: minimise the mean
-        bits/dim of the global batch with optimizers["optimizer"], then one Polyak step."""
+        bits/dim of the global batch with optimizers["optimizer"], then one Polyak step; reports
+        the loss and the global norm of its gradient."""
         model, replicas = run.model, run.replicas
         variables, image_shape = tuple(model.trainable_variables), run.info.image_shape
 
@@ -116,7 +117,7 @@ class Family:
         loss, grads = replicas.sum_gradients(replica_step, (images, labels), variables)
         run.optimizers["optimizer"].apply(grads, variables)
         run.ema.apply()
-        return {"train_bits_per_dim": loss}
+        return {"train_bits_per_dim": loss, "grad_norm": tf.linalg.global_norm(grads)}
 
     # -- sampling ----------------------------------------------------------------------------
 

@@ -163,7 +163,7 @@ class BigGANFamily(Family):
         """num_D_steps D updates, then one G update and the EMA step, on the global batch (one
         process): D step i uses real images i*B/n..(i+1)*B/n, each fake batch has B/n images with
         uniformly random classes, z and classes drawn from `step_seed`. Returns the global mean
-        losses of the last D step and of the G step."""
+        losses (and gradient norms) of the last D step and of the G step."""
         model, config, replicas = run.model, run.model.config, run.replicas
         x = to_model_input(images)
         y = bg.as_one_hot(labels, config.num_classes)
@@ -181,6 +181,7 @@ class BigGANFamily(Family):
                 lambda *a: discriminator_replica_step(run, *a), (z, y_fake, *real, share),
                 model.D.trainable_variables)
             D.apply(grads, model.D.trainable_variables)
+            D_grad_norm = tf.linalg.global_norm(grads)
         z = tf.random.stateless_normal([batch, config.dim_z], seeds[-2])
         y_fake = bg.random_labels(batch, config.num_classes, seeds[-1])
         (G_loss, G_ortho), grads = replicas.sum_gradients(
@@ -190,7 +191,8 @@ class BigGANFamily(Family):
         # BigGAN-PyTorch utils.ema: decay 0 (a copy of G) before ema_start G steps
         tf.cond(G.iterations >= config.ema_start, run.ema.apply, run.ema.copy_variables)
         return {"D_loss": D_loss_real + D_loss_fake, "D_loss_real": D_loss_real,
-                "D_loss_fake": D_loss_fake, "G_loss": G_loss, "G_ortho": G_ortho}
+                "D_loss_fake": D_loss_fake, "G_loss": G_loss, "G_ortho": G_ortho,
+                "D_grad_norm": D_grad_norm, "G_grad_norm": tf.linalg.global_norm(grads)}
 
     def training_samples(self, model, ema, args, seed):
         """A class sheet: every class x sample_batch_size images, EMA generator, truncation 1."""
