@@ -10,7 +10,8 @@ import argparse
 
 import data
 from trainer import families
-from trainer.argtypes import positive_int
+from trainer.argtypes import PRECISIONS, positive_int
+from trainer.families.profiles import kind_of_data_set
 
 
 def train_parser(family):
@@ -51,14 +52,85 @@ def train_parser(family):
     parser.add_argument("--sheet_width", type=positive_int, default=512,
                         help="sample sheet PNGs are scaled up (nearest neighbour, a whole "
                              "factor) to at least this many pixels wide; 1: native size")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="compute dtype: fp32, bf16 (bfloat16 networks, float32 likelihoods "
+                             "and variables) or fp16 (float16 with dynamic loss scaling); "
+                             "default: the run's when resuming or evaluating, else fp32")
     parser.add_argument("--eval_only", action="store_true",
                         help="only evaluate the newest checkpoint in --save_dir on the test set")
     parser.add_argument("--out", default=None,
                         help="--eval_only: where to write per-image test NLL in nats (.npy; "
                              "default <save_dir>/test_nll.npy)")
+    add_checkpoint_arguments(parser)
     family.add_arguments(parser)
     describe_profile_defaults(parser, family)
     return parser
+
+
+# --save_minutes when unset: a paper run checkpoints this often between its epoch-end
+# checkpoints; the small CPU runs save at their (short) epoch ends only.
+SAVE_MINUTES = {"paper": 20.0, "cpu": 0.0}
+
+
+def add_checkpoint_arguments(parser):
+    group = parser.add_argument_group("checkpoints and resuming")
+    group.add_argument("--save_steps", type=non_negative_int, default=0,
+                       help="also checkpoint every this many steps, mid-epoch too (0: off)")
+    group.add_argument("--save_minutes", type=float, default=None,
+                       help="also checkpoint when this many minutes passed since the last one "
+                            "(0: off; default 20 on the paper data sets, 0 on the small ones)")
+    group.add_argument("--keep_checkpoints", type=positive_int, default=2,
+                       help="checkpoints kept in --save_dir (older ones of the run are deleted)")
+    group.add_argument("--checkpoint", default=None, metavar="PREFIX",
+                       help="-r / --eval_only: this checkpoint (e.g. save/ckpt-4) instead of the "
+                            "newest one that restores")
+    group.add_argument("--override", type=flag_names, default=None, metavar="FLAG[,FLAG]",
+                       help="-r: accept these training flags differing from the run's")
+
+
+def non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def flag_names(text):
+    return [name.strip().lstrip("-") for name in text.split(",") if name.strip()]
+
+
+# Numeric flags' valid ranges (any family's flag of that name): (low, high, low included,
+# high included); None: unbounded.
+RANGES = {"learning_rate": (0, None, False, True), "G_lr": (0, None, False, True),
+          "D_lr": (0, None, False, True), "lr_decay": (0, 1, False, True),
+          "dropout_p": (0, 1, True, False), "polyak_decay": (0, 1, True, False),
+          "ema_decay": (0, 1, True, False), "beta1": (0, 1, True, False),
+          "epochs_warmup": (0, None, True, True), "polyak_epochs": (0, None, False, True),
+          "G_ortho": (0, None, True, True), "ema_start": (0, None, True, True),
+          "num_D_steps": (1, None, True, True), "seed": (0, None, True, True),
+          "save_minutes": (0, None, True, True), "num_samples": (0, None, True, True)}
+
+
+def range_error(name, value):
+    """A one-line complaint when flag `name`'s value lies outside RANGES, else None."""
+    if name not in RANGES or value is None:
+        return None
+    low, high, low_in, high_in = RANGES[name]
+    below = low is not None and (value < low or (value == low and not low_in))
+    above = high is not None and (value > high or (value == high and not high_in))
+    if not (below or above):
+        return None
+    interval = (f"{'[' if low_in else '('}{low}, {high if high is not None else 'inf'}"
+                f"{']' if high_in else ')'}")
+    return f"argument --{name}: must lie in {interval}, got {value}"
+
+
+def given_flags(family, argv=None):
+    """The names (dests) of the flags given on the command line."""
+    parser = train_parser(family)
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
 
 
 def describe_profile_defaults(parser, family):
@@ -90,6 +162,9 @@ def parse_train_args(argv=None):
         args.sample_batch_size = args.batch_size * args.nr_gpu
     if args.out and not args.eval_only:
         parser.error("argument --out: only used with --eval_only")
-    if args.num_samples < 0:
-        parser.error(f"argument -ns/--num_samples: must be >= 0, got {args.num_samples}")
+    if args.save_minutes is None:
+        args.save_minutes = SAVE_MINUTES[kind_of_data_set(args.data_set)]
+    for name, value in sorted(vars(args).items()):
+        if range_error(name, value):
+            parser.error(range_error(name, value))
     return args, family

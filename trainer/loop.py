@@ -36,7 +36,7 @@ import data
 from data.pipeline import shard_indices
 from data.pixels import bits_per_dim
 from trainer import checkpoint as ckpt
-from trainer import dist
+from trainer import dist, precision, run_dir
 from trainer import images as image_files
 from trainer.ema import ExponentialMovingAverage
 from trainer.logger import progress
@@ -48,6 +48,10 @@ class ConfigError(Exception):
 
 class NonFiniteLossError(Exception):
     """Training diverged. The message is one line."""
+
+
+class Stopped(Exception):
+    """A signal asked the run to stop; it saved a checkpoint first. The message is one line."""
 
 
 def step_seed(seed, step):
@@ -121,10 +125,14 @@ class Trainer:
             self.model = family.build(self.model_config)
             self.optimizers = family.make_optimizers(args, self.model, self.steps_per_epoch)
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+            self.loss_scale = precision.LossScale()  # enabled by start() for fp16
         self.iterations = family.iterations(self.optimizers)
         self.ema = None  # built by start(): after the data-dependent init on a fresh run
         self.checkpoint = None
         self.scratch_dir = None  # a non-chief worker's private checkpoint directory
+        self.progress = {}  # the position in the epoch a resumed run continues from
+        self.stop_reason = None  # set by request_stop
+        self.last_save = time.time()
         self.train_step = tf.function(self._train_step_function, autograph=False)
         self.eval_step = tf.function(self._eval_step_function, autograph=False)
 
@@ -133,33 +141,55 @@ class Trainer:
 
     # -- start: fresh or resumed --------------------------------------------------------------
 
-    def start(self, resume):
-        """Fresh run (data-dependent init, then the averages) or resume from the newest
-        checkpoint in save_dir. Refuses to start fresh over an existing checkpoint. Returns a
-        line saying which."""
+    def start(self, resume, checkpoint=None, notify=print):
+        """Fresh run (data-dependent init, then the averages) or resume from `checkpoint` (a
+        prefix), else the newest checkpoint in save_dir that restores completely (notify(line)
+        says which damaged ones were skipped). Refuses to start fresh in a save_dir that holds
+        any trace of a run. Returns a line saying which."""
         save_dir = self.args.save_dir
-        existing = ckpt.latest_checkpoint(save_dir)
         if resume:
-            if existing is None:
-                raise ckpt.CheckpointError(f"no checkpoint in {save_dir!r} to resume or evaluate; "
-                                           f"check --save_dir, or drop --load_params to start a "
-                                           f"new run")
-            self._check_stored_config(existing)
+            try:
+                paths = ckpt.candidates(save_dir, checkpoint)
+            except ckpt.CheckpointError as error:
+                raise ckpt.CheckpointError(f"{error}, or drop --load_params to start a new "
+                                           f"run") from None
+            self._set_precision(paths[0])
             self._build_ema()
             self._build_checkpoint()
-            self.checkpoint.restore(existing)
+            path, self.progress = ckpt.restore_newest(paths, self._restore, notify)
             self._broadcast_state()
-            return (f"resumed from {existing}: epoch {int(self.epoch.numpy())}, "
+            batches = self.progress.get("batches", 0)
+            return (f"resumed from {path}: epoch {int(self.epoch.numpy())}"
+                    f"{f' (batch {batches} of {self.steps_per_epoch})' if batches else ''}, "
                     f"step {int(self.iterations.numpy())}")
-        if existing is not None:
-            raise ckpt.CheckpointError(f"{save_dir!r} already holds checkpoint {existing}; "
-                                       f"pass --load_params to resume it or choose another "
-                                       f"--save_dir")
+        run_dir.refuse_new_run_over(save_dir)
+        self._set_precision(None)
         self._data_dependent_init()
         self._build_ema()
         self._build_checkpoint()
         self._broadcast_state()
         return f"new run: data-dependent init on {self.args.init_batch_size} train images"
+
+    def _set_precision(self, checkpoint_path):
+        """Apply --precision, by default the policy of the run at `checkpoint_path` (a resume or
+        an evaluation), else fp32 (trainer.precision); it is recorded in the run's flags."""
+        stored = None
+        if checkpoint_path is not None and self.args.precision is None:
+            try:
+                stored = ckpt.read_run_config(checkpoint_path)["flags"].get("precision")
+            except (ckpt.CheckpointError, KeyError):
+                stored = None  # the restore names what is wrong with the checkpoint
+        policy = self.args.precision or stored or precision.DEFAULT_POLICY
+        precision.check_devices(policy)
+        precision.apply(self.model, policy)
+        self.loss_scale.enabled = policy == "fp16"
+        self.args.precision = policy
+
+    def _restore(self, path):
+        """Every value of checkpoint `path` (which must hold this family and model config);
+        returns its position in the epoch."""
+        self._check_stored_config(path)
+        return self.checkpoint.restore(path)
 
     def _check_stored_config(self, path):
         stored = ckpt.read_run_config(path)
@@ -198,8 +228,10 @@ class Trainer:
         if not self.processes.is_chief:
             self.scratch_dir = tempfile.mkdtemp(prefix=f"rank{self.processes.rank}_checkpoint_")
             save_dir = self.scratch_dir
-        self.checkpoint = ckpt.RunCheckpoint(save_dir, config, model=self.model, ema=self.ema,
-                                             epoch=self.epoch, **self.optimizers)
+        self.checkpoint = ckpt.RunCheckpoint(save_dir, config,
+                                             max_to_keep=self.args.keep_checkpoints,
+                                             model=self.model, ema=self.ema, epoch=self.epoch,
+                                             loss_scale=self.loss_scale, **self.optimizers)
 
     def _broadcast_state(self):
         """Rank 0's weights, averages, optimizer state and counters on every process."""
@@ -209,22 +241,65 @@ class Trainer:
         optimizer_variables = [v for optimizer in self.optimizers.values()
                                for v in optimizer.variables]
         for variable in (*self.model.variables, *self.ema.shadows, *optimizer_variables,
-                         self.epoch):
+                         *self.loss_scale.variables, self.epoch):
             if variable.ref() not in seen:
                 seen.add(variable.ref())
                 state.append(variable)
         self.processes.broadcast_variables(self.strategy, state)
 
-    def save_checkpoint(self, epoch):
-        """Rank 0 writes checkpoint `epoch` to save_dir (returns its path). Under
-        MultiWorkerMirroredStrategy the other workers write theirs to their scratch directory
-        and delete it (returns None); under Horovod they write nothing."""
+    def save_checkpoint(self, epoch, progress=None):
+        """Rank 0 writes the checkpoint after epoch `epoch`, or with `progress` (the position
+        in the epoch, trainer.checkpoint) one in the middle of it, to save_dir (returns its
+        path). Under MultiWorkerMirroredStrategy the other workers write theirs to their scratch
+        directory and delete it (returns None); under Horovod they write nothing."""
+        self.last_save = time.time()
+        if not (self.processes.is_chief or self.processes.every_process_saves):
+            return None
+        if progress is None:
+            path = self.checkpoint.save(epoch)
+        else:
+            path = self.checkpoint.save_mid_epoch(epoch, int(self.iterations.numpy()), progress)
         if self.processes.is_chief:
-            return self.checkpoint.save(epoch)
-        if self.processes.every_process_saves:
-            self.checkpoint.save(epoch)
-            shutil.rmtree(self.scratch_dir, ignore_errors=True)
+            return path
+        shutil.rmtree(self.scratch_dir, ignore_errors=True)
         return None
+
+    # -- mid-epoch checkpoints and stops --------------------------------------------------------
+
+    def request_stop(self, reason):
+        """Stop after the current step with a checkpoint (a signal handler calls this)."""
+        self.stop_reason = reason
+
+    def _agreed(self, stop, save):
+        """(stop, save) as every process sees them: true if true on any process."""
+        if self.processes.size == 1:
+            return stop, save
+        votes = self.processes.sum_over_processes(np.array([stop, save], np.float32))
+        return bool(votes[0]), bool(votes[1])
+
+    def _saves_at_epoch_end(self, epoch):
+        return (epoch + 1) % self.args.save_interval == 0 or epoch == self.args.max_epochs - 1
+
+    def after_step(self, epoch, batches, totals):
+        """After `batches` batches of `epoch` (losses summed in `totals`): a mid-epoch
+        checkpoint when --save_steps or --save_minutes says one is due or a stop was asked,
+        then Stopped for a stop. Every process takes the same decision at the same step."""
+        args, step = self.args, int(self.iterations.numpy())
+        due = bool(args.save_steps and step % args.save_steps == 0) or bool(
+            args.save_minutes and time.time() - self.last_save >= 60 * args.save_minutes)
+        stop, due = self._agreed(self.stop_reason is not None, due)
+        if due and not stop and batches == self.steps_per_epoch and \
+                self._saves_at_epoch_end(epoch):
+            return  # the epoch-end checkpoint follows
+        if stop or due:
+            path = self.save_checkpoint(epoch, {"batches": batches, "totals": totals})
+            self._stop_if_asked(stop, path, f"epoch {epoch}, step {step}")
+
+    def _stop_if_asked(self, stop, path, where):
+        if stop:
+            raise Stopped(f"stopped by {self.stop_reason or 'another process'} at {where}: "
+                          f"saved {path or 'by rank 0'}; resume with: python3 train.py -o "
+                          f"{self.args.save_dir} -r")
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -245,15 +320,17 @@ class Trainer:
 
     # -- epochs -----------------------------------------------------------------------------
 
-    def train_batches(self, epoch):
+    def train_batches(self, epoch, skip=0):
         """This process's batches of one shuffled epoch: its shard of the train split, in
-        steps_per_epoch batches of process_batch images."""
+        steps_per_epoch batches of process_batch images, without the first `skip` (trained
+        before a mid-epoch checkpoint)."""
         batches = data.load(self.args.data_set, self.args.data_dir, "train",
                             image_size=self.args.image_size, batch_size=self.process_batch,
                             shuffle=True, seed=self.args.seed, epoch=epoch, drop_remainder=True,
-                            num_shards=self.processes.size, shard_index=self.processes.rank)
+                            num_shards=self.processes.size, shard_index=self.processes.rank,
+                            skip_batches=skip)
         # shards differ by at most one image: every process takes the same number of steps
-        return batches.take(self.steps_per_epoch)
+        return batches.take(self.steps_per_epoch - skip)
 
     def test_batches(self):
         """This process's shard of the test split in split order, batches of process_batch
@@ -268,11 +345,12 @@ class Trainer:
         """One pass over this process's shard of the shuffled train split; returns the mean of
         every scalar the family's step reports. Each step is also handed to `logger` (rank 0's
         trainer.logger.Logger, which writes every log_interval-th)."""
-        totals = {}
-        bar = progress(self.train_batches(epoch), total=self.steps_per_epoch,
+        done, totals = self.progress.get("batches", 0), dict(self.progress.get("totals", {}))
+        self.progress, count = {}, done  # a resumed epoch starts after its trained batches
+        bar = progress(self.train_batches(epoch, skip=done), total=self.steps_per_epoch - done,
                        desc=f"epoch {epoch} train", disable=not self.processes.is_chief)
         tick = time.perf_counter()
-        for count, (images, labels) in enumerate(bar, start=1):
+        for count, (images, labels) in enumerate(bar, start=done + 1):
             losses = {name: float(value)
                       for name, value in self.train_step(images, labels).items()}
             if not all(math.isfinite(value) for value in losses.values()):
@@ -281,6 +359,12 @@ class Trainer:
                     f"{int(self.iterations.numpy())}; stopped without saving (the last checkpoint "
                     f"in {self.args.save_dir!r} is untouched); lower "
                     f"{self.family.learning_rate_flags}")
+            if self.loss_scale.collapsed():
+                raise NonFiniteLossError(
+                    f"the fp16 loss scale fell below {precision.MIN_SCALE:g} at epoch {epoch}, "
+                    f"step {int(self.iterations.numpy())}: the gradients overflow float16 at any "
+                    f"scale; stopped without saving (the last checkpoint in "
+                    f"{self.args.save_dir!r} is untouched); use --precision bf16 or fp32")
             for name, value in losses.items():
                 totals[name] = totals.get(name, 0.0) + value
             if logger is not None:
@@ -289,6 +373,7 @@ class Trainer:
                                   now - tick, self._learning_rates)
                 tick = now
             bar.set_postfix({name: f"{value:.4f}" for name, value in losses.items()})
+            self.after_step(epoch, count, totals)
         return {name: total / count for name, total in totals.items()}
 
     def evaluate(self):
@@ -316,20 +401,25 @@ class Trainer:
 
     def save_samples(self, epoch, logger):
         """num_samples batches of the family's training samples, seeded by (seed, epoch, batch),
-        as one PNG (grid or sheet) + raw npz."""
+        as one PNG (grid or sheet, rows labelled when they mean something) + raw npz."""
         batches = [self.family.training_samples(
                        self.model, self.ema, self.args,
                        seed=[self.args.seed, epoch * self.args.num_samples + k])
                    for k in progress(range(self.args.num_samples), desc="sampling")]
         name = self.family.sample_file_name
         prefix = os.path.join(self.args.save_dir, f"{self.args.data_set}_{name}{epoch}")
-        grid = image_files.save_samples(prefix, np.concatenate(batches))
+        images = np.concatenate(batches)
+        row_labels = self.family.sheet_row_labels(self.model, self.args)
+        grid = image_files.save_samples(
+            prefix, images, min_width=self.args.sheet_width,
+            row_labels=row_labels * len(batches) if row_labels and images.ndim == 5 else None)
         logger.image(name, grid, int(self.iterations.numpy()))
 
     def fit(self, logger):
         """Train from the current epoch to max_epochs, logging to `logger` (trainer.logger;
         None on processes other than rank 0, which log nothing)."""
         args = self.args
+        self.last_save = time.time()
         for epoch in range(int(self.epoch.numpy()), args.max_epochs):
             started = time.time()
             scalars = self.train_epoch(epoch, logger)
@@ -347,10 +437,16 @@ class Trainer:
             chief = self.processes.is_chief
             if chief:
                 logger.epoch(epoch, step, time.time() - started, scalars)
-            if (epoch + 1) % args.save_interval == 0 or epoch == args.max_epochs - 1:
-                if args.num_samples and chief:
-                    self.save_samples(epoch, logger)
+            path, saved = None, self._saves_at_epoch_end(epoch)
+            if saved:  # the checkpoint first: samples may fail
                 path = self.save_checkpoint(epoch)
                 if chief:
                     logger.message(f"saved {path}")
                     logger.write_curves()
+                if args.num_samples and chief:
+                    self.save_samples(epoch, logger)
+            stop, _ = self._agreed(self.stop_reason is not None, False)
+            if stop and epoch + 1 < args.max_epochs:
+                if not saved:
+                    path = self.save_checkpoint(epoch)
+                self._stop_if_asked(True, path, f"the end of epoch {epoch}")
