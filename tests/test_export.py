@@ -105,7 +105,7 @@ def checkpoints(workdir, tiny_image_folder):
 def sample_npz(save_dir, out, *flags):
     assert sample.main(["-o", str(save_dir), "--out", str(out), *flags]) == 0
     stored = np.load(str(out) + ".npz")
-    return stored["arr_0"] if "arr_0" in stored else stored["images"]  # Glow's rows: "images"
+    return stored["images"]  # every family's layout (trainer/images.py)
 
 
 def export(save_dir, directory, *flags):

@@ -103,7 +103,7 @@ def test_trains_and_logs_test_bits_per_dim_below_uniform(run):
     for line in epochs:
         assert 0 < line["test_bits_per_dim"] < 8.0  # 8 bits/dim is the uniform model
     assert epochs[1]["train_bits_per_dim"] < epochs[0]["train_bits_per_dim"]
-    assert np.load(run / "folder_sample1.npz")["arr_0"].shape == (4, 8, 8, 3)
+    assert np.load(run / "folder_sample1.npz")["images"].shape == (4, 8, 8, 3)
 
 
 def test_resume_equals_the_uninterrupted_run(run, tiny_image_folder, tmp_path):
@@ -134,7 +134,7 @@ def test_eval_only_scores_every_test_image_with_the_averages(run, tiny_image_fol
 def test_samples_and_export_draw_the_same_images(run, tmp_path):
     assert sample.main(["-o", str(run), "--n", "4", "--seed", "3",
                         "--out", str(tmp_path / "s.png")]) == 0
-    images = np.load(tmp_path / "s.npz")["arr_0"]
+    images = np.load(tmp_path / "s.npz")["images"]
     assert images.shape == (4, 8, 8, 3) and images.dtype == np.uint8
     assert sample.main(["-o", str(run), "--n", "4", "--export", str(tmp_path / "hub")]) == 0
     module = tf.saved_model.load(str(tmp_path / "hub"))

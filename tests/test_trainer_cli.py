@@ -14,6 +14,7 @@ from PIL import Image
 
 import sample
 import train
+from trainer import images
 from cli_errors import error_line
 from saved_state import checkpoint_values
 
@@ -105,13 +106,14 @@ def test_sample_is_deterministic_by_seed(reference_run, tmp_path):
         result = run("sample.py", "-o", reference_run, "--n", 4, "--seed", 3,
                      "--out", tmp_path / f"{name}.png")
         assert result.returncode == 0, result.stderr[-3000:]
-    first, second = (np.load(tmp_path / f"{name}.npz")["arr_0"] for name in ("a", "b"))
+    first, second = (np.load(tmp_path / f"{name}.npz")["images"] for name in ("a", "b"))
     assert first.shape == (4, 8, 8, 3) and first.dtype == np.uint8
     np.testing.assert_array_equal(first, second)
-    assert np.asarray(Image.open(tmp_path / "a.png")).shape == (16, 16, 3)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a.png")),
+                                  images.sheet_image(first, 2))  # 2 x 2, scaled to >= 512 px
     assert sample.main(["-o", str(reference_run), "--n", "4", "--seed", "4",
                         "--out", str(tmp_path / "c.png")]) == 0
-    assert not np.array_equal(np.load(tmp_path / "c.npz")["arr_0"], first)
+    assert not np.array_equal(np.load(tmp_path / "c.npz")["images"], first)
 
 
 def test_sample_errors_are_one_line(reference_run, tmp_path, capsys):
@@ -166,7 +168,7 @@ def test_default_command_path_on_the_embedded_set(tmp_path):
         stored = json.load(file)
     assert stored["model"] == "pixelcnn" and stored["data_set"] == "real32"
     assert stored["model_config"]["image_shape"] == [32, 32, 3]
-    samples = np.load(save_dir / "real32_sample0.npz")["arr_0"]
+    samples = np.load(save_dir / "real32_sample0.npz")["images"]
     assert samples.shape == (4, 32, 32, 3) and samples.dtype == np.uint8
-    assert np.asarray(Image.open(save_dir / "real32_sample0.png")).shape == (64, 64, 3)
+    assert np.asarray(Image.open(save_dir / "real32_sample0.png")).shape == (518, 518, 3)
     assert (save_dir / "ckpt-0.index").exists()

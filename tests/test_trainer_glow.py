@@ -80,8 +80,9 @@ def test_training_logs_warmup_polyak_and_writes_the_temperature_grid(glow_run):
         stored = json.load(file)
     assert stored["ema_decay"] == pytest.approx(1 - 1 / STEPS_PER_EPOCH)  # openai/glow's beta2
     assert stored["model_config"]["n_levels"] == 2
-    grid = np.load(glow_run / "folder_sample1.npz")["arr_0"]  # 8 temperatures x 2 columns
-    assert grid.shape == (16, 8, 8, 3) and grid.dtype == np.uint8
+    stored = np.load(glow_run / "folder_sample1.npz")  # 8 temperatures x 2 columns
+    grid = stored["images"]
+    assert grid.shape == (16, 8, 8, 3) and grid.dtype == np.uint8 and stored["columns"] == 2
     rows = grid.reshape(8, 2, 8, 8, 3)
     np.testing.assert_array_equal(rows[0, 0], rows[0, 1])  # T = 0: both columns are the mode
     assert not np.array_equal(rows[-1, 0], rows[-1, 1])  # T = 1: two different draws
@@ -104,12 +105,16 @@ def test_temperature_rows_are_deterministic_by_seed(glow_run, tmp_path, capsys):
         code, captured = run_sample(capsys, "-o", glow_run, "--n", 3, "--seed", seed,
                                     "--temperature", 0, 0.5, 1, "--out", tmp_path / f"{name}.png")
         assert code == 0, captured.err
-        outputs[name] = np.load(tmp_path / f"{name}.npz")["images"]
+        stored = np.load(tmp_path / f"{name}.npz")
+        outputs[name] = stored["images"].reshape(-1, int(stored["columns"]), 8, 8, 3)
+    np.testing.assert_array_equal(stored["temperatures"], np.float32([0, 0, 0, .5, .5, .5, 1, 1, 1]))
     assert outputs["a"].shape == (3, 3, 8, 8, 3)  # one row per temperature
     np.testing.assert_array_equal(outputs["a"], outputs["b"])
     assert not np.array_equal(outputs["a"][2], outputs["c"][2])
     np.testing.assert_array_equal(outputs["a"][0], outputs["c"][0])  # T = 0 ignores the seed
-    assert np.asarray(Image.open(tmp_path / "a.png")).shape == (24, 24, 3)
+    picture = np.asarray(Image.open(tmp_path / "a.png"))  # 3 x 3 images, labelled rows
+    assert picture.shape[0] == 3 * 8 * 21 + 4 * 2  # scaled 21 times to >= 512 px wide
+    assert picture.shape[1] > picture.shape[0]  # and the label strip
 
 
 def test_interpolation_between_images_starts_and_ends_on_them(glow_run, two_images, tmp_path,
@@ -118,7 +123,7 @@ def test_interpolation_between_images_starts_and_ends_on_them(glow_run, two_imag
     code, captured = run_sample(capsys, "-o", glow_run, "--interpolate_images", *paths,
                                 "--steps", 5, "--out", tmp_path / "mix.png")
     assert code == 0, captured.err
-    row = np.load(tmp_path / "mix_interpolation.npz")["images"][0]
+    row = np.load(tmp_path / "mix.npz")["images"]
     assert row.shape == (5, 8, 8, 3)
     np.testing.assert_array_equal(row[0], images[0])
     np.testing.assert_array_equal(row[-1], images[1])
@@ -129,12 +134,12 @@ def test_interpolation_between_seeds_ends_on_their_samples(glow_run, tmp_path, c
     code, captured = run_sample(capsys, "-o", glow_run, "--seed", 3, "--seed_b", 4,
                                 "--steps", 3, "--temperature", 0.8, "--out", tmp_path / "s.png")
     assert code == 0, captured.err
-    row = np.load(tmp_path / "s_interpolation_seed4.npz")["images"][0]
+    row = np.load(tmp_path / "s.npz")["images"]
     for seed, end in ((3, row[0]), (4, row[-1])):
         code, captured = run_sample(capsys, "-o", glow_run, "--seed", seed, "--n", 1,
                                     "--temperature", 0.8, "--out", tmp_path / f"{seed}.png")
         assert code == 0, captured.err
-        np.testing.assert_array_equal(np.load(tmp_path / f"{seed}.npz")["images"][0, 0], end)
+        np.testing.assert_array_equal(np.load(tmp_path / f"{seed}.npz")["images"][0], end)
 
 
 def test_encode_then_decode_gives_the_images_back(glow_run, two_images, tmp_path, capsys):
@@ -142,16 +147,16 @@ def test_encode_then_decode_gives_the_images_back(glow_run, two_images, tmp_path
     code, captured = run_sample(capsys, "-o", glow_run, "--encode", *paths,
                                 "--out", tmp_path / "enc.png")
     assert code == 0, captured.err
-    latents = np.load(tmp_path / "enc_latents.npz")["latents"]
+    latents = np.load(tmp_path / "enc.npz")["latents"]
     assert latents.shape == (2, 8 * 8 * 3)  # a flow keeps every dimension
-    code, captured = run_sample(capsys, "-o", glow_run, "--decode", tmp_path / "enc_latents.npz",
+    code, captured = run_sample(capsys, "-o", glow_run, "--decode", tmp_path / "enc.npz",
                                 "--out", tmp_path / "dec.png")
     assert code == 0, captured.err
-    np.testing.assert_array_equal(np.load(tmp_path / "dec_decoded.npz")["images"][0], images)
+    np.testing.assert_array_equal(np.load(tmp_path / "dec.npz")["images"], images)
     code, captured = run_sample(capsys, "-o", glow_run, "--encode", "test",
                                 "--out", tmp_path / "split.png")
     assert code == 0, captured.err
-    assert np.load(tmp_path / "split_latents.npz")["latents"].shape == (4, 192)
+    assert np.load(tmp_path / "split.npz")["latents"].shape == (4, 192)
 
 
 def test_manipulation_with_alpha_zero_is_the_reconstruction(glow_run, two_images,
@@ -162,14 +167,16 @@ def test_manipulation_with_alpha_zero_is_the_reconstruction(glow_run, two_images
                                 "--attr_data_set", "folder", "--attr_data_dir", labelled_folder,
                                 "--out", tmp_path / "m.png")
     assert code == 0, captured.err
-    columns = np.load(tmp_path / "m_manipulate_chelsea.npz")["images"][0]
+    stored = np.load(tmp_path / "m.npz")  # one row per image, one column per alpha
+    np.testing.assert_array_equal(stored["alphas"], np.float32([0, 2]))
+    columns = stored["images"]
     np.testing.assert_array_equal(columns[0], images[0])
     assert not np.array_equal(columns[1], images[0])
     cached = [name for name in os.listdir(glow_run) if "glow_attributes_folder" in name]
     assert len(cached) == 1 and np.load(glow_run / cached[0]).shape == (3, 192)
     code, captured = run_sample(capsys, "-o", glow_run, "--manipulate", "no_such",
                                 "--attr_data_set", "folder", "--attr_data_dir", labelled_folder,
-                                "--out", tmp_path / "m.png")
+                                "--out", tmp_path / "m.png", "--force")
     assert code == 2 and "not one of 3 attributes" in last_error_line(captured.err)
 
 
@@ -182,7 +189,7 @@ def test_class_conditional_model_samples_the_requested_class(labelled_folder, tm
     code, captured = run_sample(capsys, "-o", tmp_path, "--temperature", 0, "--label", 1,
                                 "--n", 2, "--out", tmp_path / "y.png")
     assert code == 0, captured.err
-    mode = np.load(tmp_path / "y.npz")["images"][0]
+    mode = np.load(tmp_path / "y.npz")["images"]
     np.testing.assert_array_equal(mode[0], mode[1])  # T = 0 and one class: the same image
     code, captured = run_sample(capsys, "-o", tmp_path, "--label", 5)
     assert code == 2 and "classes 0..2" in last_error_line(captured.err)

@@ -139,8 +139,19 @@ class Family:
         labels = self.sample_labels(model, args.label, args.n)
         samples = self.samplers[args.sampler](model, args.n, seed=[args.seed, 0], labels=labels,
                                               ema=ema)
-        image_files.save_samples(prefix, samples)
+        metadata = {} if labels is None else {"labels": np.asarray(labels, np.int32)}
+        image_files.save_samples(prefix, samples, min_width=args.sheet_width, **metadata)
         return [prefix + ".png", prefix + ".npz"]
+
+    def output_name(self, args):
+        """The file name (no extension) of sample.py's output without --out, after what it
+        holds; written beside the checkpoint."""
+        return f"sample_{args.sampler}_seed{args.seed}"
+
+    def sheet_row_labels(self, model, args):
+        """One label per row of a training_samples sheet ([rows, columns, ...]) when its rows
+        mean something (a temperature, a class), for the PNG's label strip; else None."""
+        return None
 
     def sample_labels(self, model, label, count):
         """The class of each of `count` images: `label` for all, else cycling; None for an

@@ -199,6 +199,16 @@ class BigGANFamily(Family):
         return bg.class_sheet(model, args.sample_batch_size, seed, ema,
                               num_standing_batches=args.num_standing_accumulations)
 
+    def sheet_row_labels(self, model, args):
+        return [f"class {k}" for k in range(model.config.num_classes)]
+
+    def output_name(self, args):
+        if args.interpolate:
+            return f"interpolation_seed{args.seed}_seed{args.seed_b}"
+        if args.truncation_sweep:
+            return f"truncation_sweep_seed{args.seed}"
+        return f"sample_{args.sampler}_seed{args.seed}_truncation{args.truncation:g}"
+
     # -- sample.py -----------------------------------------------------------------------------
 
     def add_sample_arguments(self, group):
@@ -243,16 +253,23 @@ class BigGANFamily(Family):
             images = to_uint8(bg.interpolation_sheet(model, args.seed, label_a, seed_b, label_b,
                                                      args.n, args.steps, args.truncation, ema,
                                                      **standing)).numpy()
+            image_files.save_samples(prefix, images, min_width=args.sheet_width)
         elif args.truncation_sweep:
             for psi in args.truncation_sweep:
                 check_truncation(psi, "--truncation_sweep")
             labels = None if args.label is None else np.full([args.n], args.label)
             images = to_uint8(bg.truncation_sweep(model, args.truncation_sweep, args.n,
                                                   args.seed, labels, ema, **standing)).numpy()
+            sweep = np.float32(args.truncation_sweep)
+            image_files.save_samples(
+                prefix, images, min_width=args.sheet_width,
+                row_labels=[f"truncation {psi:g}" for psi in args.truncation_sweep],
+                truncations=np.repeat(sweep, args.n).reshape(len(sweep), args.n))
         else:
             labels = None if args.label is None else np.full([args.n], args.label)
             images = bg.sample(model, args.n, args.seed, labels, ema, args.truncation, **standing)
-        image_files.save_samples(prefix, images)
+            metadata = {} if labels is None else {"labels": labels.astype(np.int32)}
+            image_files.save_samples(prefix, images, min_width=args.sheet_width, **metadata)
         return [prefix + ".png", prefix + ".npz"]
 
     def export_module(self, model, ema, args):

@@ -26,6 +26,7 @@ each step with n_processed starting at 0, so its first step had lr 0; here step 
 uses lr * min(1, t / (steps_per_epoch * epochs_warmup)), the same ramp one step earlier.
 """
 import argparse
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -179,6 +180,17 @@ class GlowFamily(Family):
     def conditional(self, model):
         return model.config.ycond
 
+    def training_samples(self, model, ema, args, seed):
+        """A sheet [len(TEMPERATURES), ceil(sample_batch_size / 8), H, W, C]: one row per
+        temperature, the same latents scaled down each column."""
+        columns = -(-args.sample_batch_size // len(TEMPERATURES))
+        labels = self.sample_labels(model, None, columns)
+        images = sample_temperatures(model, columns * len(TEMPERATURES), seed, labels, ema)
+        return images.reshape(len(TEMPERATURES), columns, *images.shape[1:])
+
+    def sheet_row_labels(self, model, args):
+        return [f"T = {temperature:g}" for temperature in TEMPERATURES]
+
     def initialize(self, model, images, labels, seed):
         """Data-dependent init; with --dal on augmented images, as openai/glow's init batch came
         from its augmented training stream."""
@@ -253,6 +265,26 @@ class GlowFamily(Family):
                            help="decode the latents of an --encode .npz to images")
 
 
+    def output_name(self, args):
+        """After the mode: latents_<what>, decoded_<npz>, interpolation_<a>_<b>,
+        manipulate_<attribute>_<image or seed>, else sample_temperatures_seed<seed>."""
+        def stem(path):
+            return os.path.splitext(os.path.basename(path))[0]
+
+        if args.encode:
+            more = f"_and_{len(args.encode) - 1}_more" if len(args.encode) > 1 else ""
+            return f"latents_{stem(args.encode[0])}{more}"
+        if args.decode:
+            return f"decoded_{stem(args.decode)}"
+        if args.interpolate_images:
+            return "interpolation_" + "_".join(map(stem, args.interpolate_images))
+        if args.seed_b is not None:
+            return f"interpolation_seed{args.seed}_seed{args.seed_b}"
+        if args.manipulate is not None:
+            subject = stem(args.manipulate_image) if args.manipulate_image else f"seed{args.seed}"
+            return f"manipulate_{args.manipulate}_{subject}".replace("/", "_")
+        return f"sample_temperatures_seed{args.seed}"
+
     def sample_main(self, args, model, ema, stored, prefix):
         try:
             return self._sample_main(args, model, ema, stored, prefix)
@@ -269,9 +301,11 @@ class GlowFamily(Family):
                     raise SampleError(f"--{flag} only works with --manipulate ATTR")
         flags = stored["flags"]
 
-        def save_rows(name, rows, **extra):
-            image_files.save_samples(prefix + name, np.stack(rows), key="images", **extra)
-            return [prefix + name + ".png", prefix + name + ".npz"]
+        def save_rows(rows, row_labels=None, **metadata):
+            """A sheet of `rows` ([columns, H, W, C] each); metadata [rows, columns, ...]."""
+            image_files.save_samples(prefix, np.stack(rows), row_labels=row_labels,
+                                     min_width=args.sheet_width, **metadata)
+            return [prefix + ".png", prefix + ".npz"]
 
         def seed_images(seed, label, count=1):
             labels = self.sample_labels(model, label if label is not None else args.label, count)
@@ -287,31 +321,35 @@ class GlowFamily(Family):
                                    for path in args.encode])
                 labels = self.sample_labels(model, args.label, len(images))
                 labels = np.zeros([len(images)], np.int32) if labels is None else labels
-            path = prefix + "_latents.npz"
+            path = prefix + ".npz"
             image_files.save_arrays(path, latents=tools.encode_images(model, images, labels, ema),
-                                    labels=labels)
+                                    labels=np.asarray(labels, np.int32))
             return [path]
         if args.decode:
+            if not os.path.isfile(args.decode):
+                raise SampleError(f"--decode {args.decode}: no such file; write one with "
+                                  f"--encode IMAGES_OR_SPLIT")
             try:
                 stored_latents = np.load(args.decode)
                 flat, labels = stored_latents["latents"], stored_latents["labels"]
             except (OSError, ValueError, KeyError) as error:
                 raise SampleError(f"--decode {args.decode}: not an --encode .npz "
                                   f"({error})") from None
-            return save_rows("_decoded", [tools.decode_flat(model, flat, labels, ema)])
+            return save_rows([tools.decode_flat(model, flat, labels, ema)],
+                             labels=np.asarray(labels, np.int32)[None])
         if args.interpolate_images:
             images = np.stack([tools.load_image(path, model.config.image_shape)
                                for path in args.interpolate_images])
             row, path = tools.interpolate_images(model, images, self._end_labels(args, model),
                                                  args.steps, ema)
-            return save_rows("_interpolation", [row], latents=path)
+            return save_rows([row], latents=np.float32(path)[None])
         if args.seed_b is not None:
             labels = self._end_labels(args, model)
             a, _ = seed_images(args.seed, None if labels is None else labels[0])
             b, _ = seed_images(args.seed_b, None if labels is None else labels[1])
             row, path = tools.interpolate_images(model, np.concatenate([a, b]), labels,
                                                  args.steps, ema)
-            return save_rows(f"_interpolation_seed{args.seed_b}", [row], latents=path)
+            return save_rows([row], latents=np.float32(path)[None])
         if args.manipulate is not None:
             alphas = args.alpha if args.alpha is not None else [-1.0, -0.5, 0.0, 0.5, 1.0]
             checkpoint_path = args.checkpoint or tf.train.latest_checkpoint(args.save_dir)
@@ -329,12 +367,13 @@ class GlowFamily(Family):
             else:
                 images, labels = seed_images(args.seed, None, args.n)
             rows = tools.manipulate_images(model, images, labels, vectors[index], alphas, ema)
-            return save_rows(f"_manipulate_{names[index]}".replace("/", "_"), list(rows),
-                             alphas=np.asarray(alphas))
+            return save_rows(list(rows), alphas=np.tile(np.float32(alphas), (len(rows), 1)))
         labels = self.sample_labels(model, args.label, args.n)
         rows = [model.sample(args.n, tools.model_labels(model, labels), temperature,
                              [args.seed, 0], ema).numpy() for temperature in temperatures]
-        return save_rows("", rows, temperatures=np.asarray(temperatures))
+        return save_rows(rows, row_labels=[f"T = {t:g}" for t in temperatures],
+                         temperatures=np.repeat(np.float32(temperatures), args.n).reshape(
+                             len(temperatures), args.n))
 
     def _end_labels(self, args, model):
         """The classes [2] of an interpolation's ends (--label, --label_b), None when the model
