@@ -30,13 +30,19 @@ def parse_args(argv=None):
                         help="the TF1 checkpoint prefix (e.g. params_cifar.ckpt)")
     parser.add_argument("-o", "--save_dir", required=True,
                         help="a new (or empty) directory for the converted run")
+    parser.add_argument("--raw_averages", action="store_true",
+                        help="store the raw weights as the Polyak averages, which evaluation and "
+                             "sampling use (openai/glow evaluated and sampled with its raw "
+                             "weights); default: the checkpoint's ExponentialMovingAverage "
+                             "shadows")
     return parser.parse_known_args(argv)
 
 
 def main(argv=None):
     args, train_flags = parse_args(argv)
     try:
-        lines = convert.convert(args.model, args.source, args.save_dir, train_flags)
+        lines = convert.convert(args.model, args.source, args.save_dir, train_flags,
+                                args.raw_averages)
     except convert.ConvertError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

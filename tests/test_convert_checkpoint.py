@@ -7,8 +7,8 @@ The originals' names are written out below from their counter formulas and scope
 creation order of their optimizer tensors is recorded from this project's own forward pass (the
 order in which it reads each variable), so neither is taken from the module under test."""
 import importlib.util
-import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -215,7 +215,8 @@ def randomised(model, seed):
     rng = np.random.default_rng(seed)
     for variable in model.variables:
         if variable.dtype.is_floating and variable.trainable:
-            variable.assign(rng.normal(0.0, 0.1, variable.shape).astype(variable.dtype.as_numpy_dtype))
+            values = rng.normal(0.0, 0.1, variable.shape)
+            variable.assign(values.astype(variable.dtype.as_numpy_dtype))
     return model
 
 
@@ -272,15 +273,10 @@ def trained_run(family_name, save_dir, run_flags):
     return model, ema, optimizers["optimizer"]
 
 
-@pytest.fixture(scope="module", params=["pixelcnn", "glow"])
-def round_trip(request, tiny_image_folder, tmp_path_factory):
-    """(family name, train.py flags, run A, run B, the converter's output): A is a one-epoch
-    train.py run, B the conversion of A written in the original's TF1 format."""
-    family_name = request.param
-    run_flags = ["-d", "folder", "-i", tiny_image_folder,
-                 *{"pixelcnn": PIXELCNN_RUN, "glow": GLOW_RUN}[family_name]]
+def round_trip(family_name, run_flags, root):
+    """(train.py flags, run A, run B): A is a one-epoch train.py run, B the conversion of A
+    written in the original's TF1 format."""
     original_names = {"pixelcnn": pixelcnn_original_names, "glow": glow_original_names}
-    root = tmp_path_factory.mktemp(f"round_trip_{family_name}")
     model, ema, optimizer = trained_run(family_name, root / "a", run_flags)
     assert int(optimizer.iterations.numpy()) == 5
     save_tf1(str(root / "original.ckpt"),
@@ -288,13 +284,29 @@ def round_trip(request, tiny_image_folder, tmp_path_factory):
                               optimizer=optimizer))
     assert convert_checkpoint.main([family_name, str(root / "original.ckpt"), "-o",
                                     str(root / "b"), *run_flags]) == 0
-    return family_name, run_flags, root / "a", root / "b"
+    return run_flags, root / "a", root / "b"
 
 
-def test_the_converted_run_holds_the_runs_weights_averages_moments_and_step(round_trip):
+@pytest.fixture(scope="module")
+def pixelcnn_round_trip(tiny_image_folder, tmp_path_factory):
+    return round_trip("pixelcnn", ["-d", "folder", "-i", tiny_image_folder, *PIXELCNN_RUN],
+                      tmp_path_factory.mktemp("pixelcnn_round_trip"))
+
+
+@pytest.fixture(scope="module")
+def glow_round_trip(tiny_image_folder, tmp_path_factory):
+    return round_trip("glow", ["-d", "folder", "-i", tiny_image_folder, *GLOW_RUN],
+                      tmp_path_factory.mktemp("glow_round_trip"))
+
+
+ROUND_TRIPS = ["pixelcnn_round_trip", "glow_round_trip"]
+
+
+@pytest.mark.parametrize("trip", ROUND_TRIPS)
+def test_the_converted_run_holds_the_runs_weights_averages_moments_and_step(trip, request):
     """Every tensor of B's checkpoint equals A's, except the epoch: neither original stores
     one, so B starts at epoch 0 (A finished epoch 0)."""
-    _, _, run_a, run_b = round_trip
+    _, run_a, run_b = request.getfixturevalue(trip)
     a_values = checkpoint_values(checkpoint.find_checkpoint(str(run_a)))
     b_values = checkpoint_values(checkpoint.find_checkpoint(str(run_b)))
     assert sorted(a_values) == sorted(b_values)
@@ -306,20 +318,22 @@ def test_the_converted_run_holds_the_runs_weights_averages_moments_and_step(roun
             np.testing.assert_array_equal(b_values[key], value, err_msg=key)
 
 
-def test_eval_only_scores_every_test_image_identically(round_trip):
+@pytest.mark.parametrize("trip", ROUND_TRIPS)
+def test_eval_only_scores_every_test_image_identically(trip, request, tmp_path):
     """`train.py -o RUN --eval_only`, the run's flags read from its checkpoint."""
-    _, _, run_a, run_b = round_trip
+    _, run_a, run_b = request.getfixturevalue(trip)
     for run in (run_a, run_b):
-        assert train.main(["-o", str(run), "--eval_only"]) == 0
-    np.testing.assert_array_equal(np.load(run_b / "test_nll.npy"), np.load(run_a / "test_nll.npy"))
+        out = tmp_path / f"{run.name}_nll.npy"
+        assert train.main(["-o", str(run), "--eval_only", "--out", str(out)]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "b_nll.npy"), np.load(tmp_path / "a_nll.npy"))
 
 
-def test_the_converted_run_fine_tunes_samples_and_exports(round_trip, tmp_path):
-    """train.py -r continues from the stored step; sample.py draws and exports (run on the
-    Glow round trip, whose tracing is cheap; the checkpoints' structure is the same for both)."""
-    family_name, _, _, run_b = round_trip
-    if family_name != "glow":
-        pytest.skip("shown on the Glow round trip")
+def test_the_converted_run_fine_tunes_samples_and_exports(glow_round_trip, tmp_path):
+    """train.py -r continues from the stored step; sample.py draws and exports. Shown on the
+    Glow round trip, whose tracing is cheap; both runs' checkpoints hold the same objects."""
+    _, _, converted = glow_round_trip
+    run_b = tmp_path / "b"
+    shutil.copytree(converted, run_b)  # the other tests read the unchanged one
     assert train.main(["-o", str(run_b), "-r", "-x", "1"]) == 0
     resumed = checkpoint_values(checkpoint.find_checkpoint(str(run_b)))
     assert resumed["optimizer/iterations/.ATTRIBUTES/VARIABLE_VALUE"] == 5 + 5
@@ -363,8 +377,8 @@ PIXELCNN_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(PIXELCNN_CASES))
-def test_pixelcnn_configuration_is_read_from_names_and_shapes(case, tiny_image_folder, tmp_path,
-                                                             capsys):
+def test_pixelcnn_configuration_is_read_from_names_and_shapes(case, tiny_image_folder,
+                                                              tmp_path, capsys):
     config, data_set, needed = PIXELCNN_CASES[case]
     source = randomised(PixelCNNPP(PixelCNNConfig(**config)), seed=1)
     names = pixelcnn_original_names(source)
@@ -374,7 +388,8 @@ def test_pixelcnn_configuration_is_read_from_names_and_shapes(case, tiny_image_f
     assert any(line.startswith("optimizer: fresh moments and step 0, because it holds no "
                                "optimizer tensors") for line in lines)
     stored, model, ema = converted_model(tmp_path / "run")
-    expected = dict(PixelCNNConfig(**config).to_dict(), dropout_p=stored["model_config"]["dropout_p"])
+    expected = dict(PixelCNNConfig(**config).to_dict(),
+                    dropout_p=stored["model_config"]["dropout_p"])  # a training flag
     if config.get("energy_distance"):  # unused by that head, so not in the checkpoint
         expected["nr_logistic_mix"] = stored["model_config"]["nr_logistic_mix"]
     assert stored["model_config"] == expected
@@ -406,7 +421,8 @@ def test_moments_skip_the_sampling_labels_and_fall_back_when_misplaced(tmp_path,
     save_tf1(str(tmp_path / "original.ckpt"), tensors)
     lines = convert(capsys, "pixelcnn", tmp_path / "original.ckpt", "-o", tmp_path / "run",
                     "-d", "real32", "-g", "1")
-    assert "Polyak averages: none in the checkpoint, so the averages start as the raw weights" in lines
+    assert ("Polyak averages: none in the checkpoint, so the averages start as the raw "
+            "weights") in lines
     assert any(line.startswith("optimizer: step 41 and both moments") for line in lines)
     values = checkpoint_values(checkpoint.find_checkpoint(str(tmp_path / "run")))
     for i in range(len(adam.m1)):
@@ -445,7 +461,7 @@ GLOW_CASES = {
 
 @pytest.mark.parametrize("case", sorted(GLOW_CASES))
 def test_glow_configuration_is_read_from_names_and_shapes(case, tiny_image_folder, tmp_path,
-                                                         capsys):
+                                                          capsys):
     """The shuffle case's source has another seed than the converted run, so its permutations
     differ from the ones the run would draw: equal indices mean they were copied."""
     config, data_set, needed = GLOW_CASES[case]
@@ -570,3 +586,15 @@ def test_refuses_a_save_dir_that_holds_a_run_or_anything_else(originals, tiny_im
         assert message in line
         assert {name: os.path.getmtime(save_dir / name) for name in os.listdir(save_dir)} == before
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".converting_")]
+
+
+# -- options ------------------------------------------------------------------------------------
+
+def test_raw_averages_store_the_raw_weights_as_the_averages(originals, tiny_image_folder,
+                                                            tmp_path, capsys):
+    lines = convert(capsys, "glow", originals["glow"], "-o", tmp_path / "run", "--raw_averages",
+                    *FOLDER_8, "-i", tiny_image_folder)
+    assert "Polyak averages: the raw weights (--raw_averages)" in lines
+    _, model, ema = converted_model(tmp_path / "run")
+    for variable in model.trainable_variables:
+        np.testing.assert_array_equal(ema.average(variable).numpy(), variable.numpy())

@@ -10,8 +10,9 @@ configured model needs must be in the file with its shape, and nothing else unde
 
 What the converted run holds:
 * raw weights: the `model/...` tensors;
-* Polyak averages: the `<name>/ExponentialMovingAverage` shadows, or copies of the raw weights
-  when the file has none;
+* Polyak averages (what evaluation and sampling read): the `<name>/ExponentialMovingAverage`
+  shadows, or copies of the raw weights when the file has none or `raw_averages` asks for them
+  (openai/glow evaluated and sampled with its raw weights: its Polyak swap is commented out);
 * optimizer: both originals create, after the network, a step counter t (= steps taken + 1) and
   per trainable variable, in creation order, its second and then its first moment, all as unnamed
   `Variable_<N>` tensors (openai/pixel-cnn nn.adam_updates, openai/glow optim.adamax). They are
@@ -33,7 +34,7 @@ import data
 from glow import original_checkpoint as glow_names
 from pixel_cnn_pp import original_checkpoint as pixelcnn_names
 from trainer import checkpoint as ckpt
-from trainer import families, flags, loop
+from trainer import families, flags, loop, precision
 from trainer.ema import ExponentialMovingAverage
 
 # family name -> (the original, the module naming this project's variables as it did)
@@ -104,7 +105,8 @@ def train_arguments(family_name, save_dir, architecture, user_flags):
 
 def build_run(args):
     """(run config, {name: trackable}, the optimizer) of a run of these flags: the objects
-    train.py's trainer puts in its checkpoints (model, ema, epoch and the family's optimizers),
+    train.py's trainer puts in its checkpoints (model, ema, epoch, loss scale and the family's
+    optimizers),
     before any value is set."""
     family = families.get(args.model)
     try:
@@ -121,7 +123,7 @@ def build_run(args):
     objects = dict(model=model,
                    ema=ExponentialMovingAverage(family.averaged_variables(model), ema_decay),
                    epoch=tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch"),
-                   **optimizers)
+                   loss_scale=precision.LossScale(), **optimizers)
     return loop.run_config(family, args, model_config, ema_decay), objects, optimizers["optimizer"]
 
 
@@ -217,11 +219,20 @@ def copy_moments(optimizer, variables, moments):
             target.assign(np.reshape(value, variable.shape).astype(variable.dtype.as_numpy_dtype))
 
 
+def averages_line(with_shadows, raw_averages):
+    if raw_averages:
+        return "Polyak averages: the raw weights (--raw_averages)"
+    if with_shadows:
+        return "Polyak averages: from the ExponentialMovingAverage shadows"
+    return "Polyak averages: none in the checkpoint, so the averages start as the raw weights"
+
+
 # -- the whole conversion -----------------------------------------------------------------------
 
-def convert(family_name, source, save_dir, user_flags=()):
+def convert(family_name, source, save_dir, user_flags=(), raw_averages=False):
     """Convert the original checkpoint `source` of family `family_name` into a run in save_dir
-    (a new or empty directory) configured by train.py flags `user_flags`. Returns the lines to
+    (a new or empty directory) configured by train.py flags `user_flags`; `raw_averages` stores
+    the raw weights as the Polyak averages even when the file has shadows. Returns the lines to
     print: what was found, what was assumed, and the commands that use the run.
     ConvertError (one line) when it cannot, with nothing written."""
     original, names = ORIGINALS[family_name]
@@ -239,7 +250,7 @@ def convert(family_name, source, save_dir, user_flags=()):
     trainable = [entry for entry in expected if entry[1].trainable]
     with_shadows = check_tensors(prefix, shapes, expected, trainable, names.MISMATCH_HINT)
 
-    copy_weights(reader, expected, trainable, ema, with_shadows)
+    copy_weights(reader, expected, trainable, ema, with_shadows and not raw_averages)
     step, moments = original_moments(reader, shapes, dtypes, trainable)
     if step is None:  # `moments` says why
         step, optimizer_line = 0, (f"optimizer: fresh moments and step 0, because {moments} "
@@ -256,8 +267,7 @@ def convert(family_name, source, save_dir, user_flags=()):
     return [
         f"{original} checkpoint {prefix}: {len(expected)} tensors, {parameters:,} parameters; "
         f"stored as a run of train.py {as_trained}",
-        "Polyak averages: from the ExponentialMovingAverage shadows" if with_shadows else
-        "Polyak averages: none in the checkpoint, so the averages start as the raw weights",
+        averages_line(with_shadows, raw_averages),
         optimizer_line,
         f"wrote {path}; the run's flags are stored with it:",
         f"  evaluate:  python3 train.py -o {save_dir} --eval_only",
