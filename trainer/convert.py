@@ -106,8 +106,7 @@ def train_arguments(family_name, save_dir, architecture, user_flags):
 def build_run(args):
     """(run config, {name: trackable}, the optimizer) of a run of these flags: the objects
     train.py's trainer puts in its checkpoints (model, ema, epoch, loss scale and the family's
-    optimizers),
-    before any value is set."""
+    optimizers), before any value is set."""
     family = families.get(args.model)
     try:
         info = data.info(args.data_set, args.data_dir, args.image_size)
