@@ -15,6 +15,10 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from trainer.startup import quiet_tensorflow_import  # noqa: E402
+
+quiet_tensorflow_import()
+
 from trainer import convert  # noqa: E402
 
 

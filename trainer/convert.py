@@ -28,7 +28,6 @@ import tempfile
 
 import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
 
 import data
 from glow import original_checkpoint as glow_names
@@ -36,6 +35,7 @@ from pixel_cnn_pp import original_checkpoint as pixelcnn_names
 from trainer import checkpoint as ckpt
 from trainer import families, flags, loop, precision
 from trainer.ema import ExponentialMovingAverage
+from trainer.logger import progress
 
 # family name -> (the original, the module naming this project's variables as it did)
 ORIGINALS = {"pixelcnn": ("openai/pixel-cnn", pixelcnn_names),
@@ -174,10 +174,10 @@ def check_tensors(prefix, shapes, expected, trainable, hint):
 
 def copy_weights(reader, expected, trainable, ema, with_shadows):
     """Raw weights into the model; shadows (or the raw weights again) into the averages."""
-    for name, variable, _ in tqdm(expected, desc="weights", leave=False):
+    for name, variable, _ in progress(expected, total=len(expected), desc="weights"):
         variable.assign(np.reshape(reader.get_tensor(name), variable.shape)
                         .astype(variable.dtype.as_numpy_dtype))
-    for name, variable, _ in tqdm(trainable, desc="Polyak averages", leave=False):
+    for name, variable, _ in progress(trainable, total=len(trainable), desc="Polyak averages"):
         value = reader.get_tensor(name + SHADOW_SUFFIX) if with_shadows else variable.numpy()
         ema.average(variable).assign(np.reshape(value, variable.shape)
                                      .astype(variable.dtype.as_numpy_dtype))
