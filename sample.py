@@ -30,20 +30,25 @@ def parse_args(argv=None):
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("-o", "--save_dir", default="save",
                         help="the newest checkpoint in here that restores completely")
-    parser.add_argument("--checkpoint", default=None,
+    parser.add_argument("-c", "--checkpoint", default=None,
                         help="a checkpoint prefix such as save/ckpt-4, or a run directory (its "
                              "newest checkpoint); overrides --save_dir")
     parser.add_argument("--model", default=None, choices=families.names(),
                         help="refuse checkpoints of any other model family")
     parser.add_argument("--n", type=flags.positive_int, default=16, help="number of images")
-    parser.add_argument("-s", "--seed", type=int, default=1)
+    parser.add_argument("-s", "--seed", type=int, default=1,
+                        help="seeds the samples: the same seed gives the same images")
     parser.add_argument("--label", type=int, default=None,
                         help="class of every image (class-conditional models; default: cycle "
                              "through the classes)")
     parser.add_argument("--sampler", default=None,
-                        help="one of the model family's samplers (default: the family's default, "
-                             "fast for PixelCNN++: the cached sampler; naive: "
-                             "a full forward pass per pixel, same images)")
+                        help="the checkpoint family's sampler, one of " + "; ".join(
+                            f"{name}: " + ", ".join(
+                                sampler + (" (default)" if sampler == family.default_sampler
+                                           else "") for sampler in sorted(family.samplers))
+                            for name, family in sorted(families.FAMILIES.items())) +
+                             " (PixelCNN++: fast is the cached sampler, naive a full forward "
+                             "pass per pixel)")
     parser.add_argument("--out", default=None,
                         help="PNG path; the raw uint8 images go beside it as .npz (default: "
                              "beside the checkpoint, named after what it holds, e.g. "

@@ -116,6 +116,26 @@ def test_sample_is_deterministic_by_seed(reference_run, tmp_path):
     assert not np.array_equal(np.load(tmp_path / "c.npz")["images"], first)
 
 
+def test_sample_outputs_are_named_by_content_and_never_overwritten(reference_run, tmp_path,
+                                                                   capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference_run, run_dir)
+    # a run directory (trailing slash or not) means its newest checkpoint
+    assert sample.main(["--checkpoint", f"{run_dir}/", "--n", "2", "--seed", "7"]) == 0
+    written = run_dir / "sample_fast_seed7.npz"
+    before = written.read_bytes()
+    assert error_line(sample.main, ["--checkpoint", str(run_dir), "--n", "2", "--seed", "7"],
+                      capsys) == (f"error: {run_dir / 'sample_fast_seed7.png'} exists; pass "
+                                  f"--force to overwrite it or --out to write elsewhere")
+    assert written.read_bytes() == before
+    assert sample.main(["-o", str(run_dir), "--n", "3", "--seed", "7", "--force"]) == 0
+    assert np.load(written)["images"].shape == (3, 8, 8, 3)
+    missing = error_line(sample.main, ["--checkpoint", str(run_dir / "ckpt-99")], capsys)
+    assert missing.startswith(f"error: no checkpoint at {run_dir / 'ckpt-99'}; checkpoints in "
+                              f"{run_dir}: ")
+    assert f"{run_dir / f'ckpt-{EPOCHS - 1}'}" in missing
+
+
 def test_sample_errors_are_one_line(reference_run, tmp_path, capsys):
     def error_of(argv):
         return error_line(sample.main, argv, capsys)

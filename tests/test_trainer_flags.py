@@ -1,7 +1,7 @@
 """train.py flags: the per-data-set table fills what is unset, explicit flags always win."""
 import pytest
 
-from trainer import flags
+from trainer import families, flags
 
 
 def test_paper_data_sets_get_the_original_defaults():
@@ -34,3 +34,76 @@ def test_impossible_values_are_argparse_errors(argv, capsys):
         flags.parse_train_args(argv)
     assert exit.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def sample_parser():
+    """sample.py's parser (parse_args builds it and parses; catch it at parse time)."""
+    import argparse
+
+    import sample
+    built = {}
+
+    def capture(parser, *args, **kwargs):
+        built["parser"] = parser
+        raise SystemExit(0)
+
+    original = argparse.ArgumentParser.parse_args
+    argparse.ArgumentParser.parse_args = capture
+    try:
+        with pytest.raises(SystemExit):
+            sample.parse_args([])
+    finally:
+        argparse.ArgumentParser.parse_args = original
+    return built["parser"]
+
+
+@pytest.mark.parametrize("name", families.names())
+def test_every_train_flag_has_a_help_text_and_the_help_names_the_other_families(name):
+    parser = flags.train_parser(families.get(name))
+    assert [action.option_strings for action in parser._actions if not action.help] == []
+    others = [other for other in families.names() if other != name]
+    assert all(f"--model {other} --help" in parser.description for other in others)
+
+
+def test_every_sample_flag_has_a_help_text_and_the_samplers_are_listed():
+    parser = sample_parser()
+    assert [action.option_strings for action in parser._actions if not action.help] == []
+    sampler_help = next(a.help for a in parser._actions if a.dest == "sampler")
+    for family in families.FAMILIES.values():
+        assert all(sampler in sampler_help for sampler in family.samplers)
+
+
+@pytest.mark.parametrize("argv, hint", [
+    (["--model", "glow", "--problem", "cifar10"], "-d cifar"),
+    (["--model", "glow", "--problem=celeba"], "-d celebahq"),
+    (["--model", "glow", "--n_train", "50000"], "whole train split"),
+    (["--model", "glow", "--n_test", "10000"], "whole test split"),
+    (["--model", "glow", "--n_batch_test", "50"], "-b/--batch_size"),
+    (["--model", "glow", "--restore_path", "x.ckpt"], "-r/--load_params"),
+    (["--model", "glow", "--inference"], "--encode test"),
+    (["--model", "glow", "-c"], "--ycond"),
+    (["--n_train", "5"], "whole train split"),
+])
+def test_the_originals_flags_are_answered_with_their_replacement(argv, hint, capsys):
+    with pytest.raises(SystemExit) as exit:
+        flags.parse_train_args(argv)
+    assert exit.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert hint in error and "unrecognized" not in error
+
+
+def test_logdir_is_save_dir_and_unknown_flags_stay_unrecognized(capsys):
+    args, _ = flags.parse_train_args(["--logdir", "runs/a"])
+    assert args.save_dir == "runs/a"
+    with pytest.raises(SystemExit):
+        flags.parse_train_args(["--no_such_flag"])
+    assert "unrecognized arguments: --no_such_flag" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["-d", "cifar"], 256), (["-d", "imagenet", "--image_size", "64"], 64),
+    (["-d", "celebahq"], 4), (["-d", "celebahq", "--image_size", "128"], 16),
+    (["-d", "real32"], 16), (["-d", "cifar", "--n_batch_init", "8"], 8)])
+def test_glow_init_batch_follows_openai_glows_rule_on_the_paper_sets(argv, expected):
+    args, _ = flags.parse_train_args(["--model", "glow", *argv])
+    assert args.init_batch_size == expected  # 256 * (32 / image size)^2; a given flag wins

@@ -14,17 +14,69 @@ from trainer.argtypes import PRECISIONS, positive_int
 from trainer.families.profiles import kind_of_data_set
 
 
+INIT_BATCH_SIZE = 16  # openai/pixel-cnn's -u
+
+# Flags of the originals that are not flags here: one line naming what replaces them.
+# {flag: (families it applies to, None for every family; the line)}
+ORIGINAL_FLAGS = {
+    "--problem": (None, "openai/glow's --problem is -d/--data_set here: cifar10 -> -d cifar, "
+                        "imagenet-oord -> -d imagenet, celeba -> -d celebahq"),
+    "--n_train": (None, "openai/glow's --n_train (images per epoch) has no counterpart: an epoch "
+                        "here is the whole train split"),
+    "--n_test": (None, "openai/glow's --n_test has no counterpart: every epoch scores the whole "
+                       "test split"),
+    "--n_batch_test": (None, "openai/glow's --n_batch_test (unused there) has no counterpart: "
+                             "evaluation takes -b/--batch_size images per device"),
+    "--restore_path": (None, "openai/glow's --restore_path is -r/--load_params here (the newest "
+                             "checkpoint in -o/--save_dir, or --checkpoint PREFIX)"),
+    "--inference": (None, "openai/glow's --inference is sample.py here: sample.py -o SAVE_DIR "
+                          "--encode test writes the test split's latents"),
+    "--anchor_size": (None, "openai/glow's --anchor_size has no counterpart: -b/--batch_size "
+                            "and -u/--init_batch_size count images per device at the data's "
+                            "own size"),
+    "--epochs_full_valid": (None, "openai/glow's --epochs_full_valid has no counterpart: the "
+                                  "test split is scored every epoch"),
+    "--epochs_full_sample": (None, "openai/glow's --epochs_full_sample is -t/--save_interval "
+                                   "here (samples and checkpoints)"),
+    "-c": (("glow",), "-c/--class_conditional is --ycond for --model glow (with --weight_y for "
+                      "openai/glow's classifier term)"),
+    "--class_conditional": (("glow",), "--class_conditional is --ycond for --model glow"),
+}
+HABITS_EPILOG = ("Flags of openai/glow without a counterpart here (--problem, --n_train, "
+                 "--n_test, --n_batch_test, --restore_path, --inference, ...) are answered with "
+                 "the replacement; --logdir is -o/--save_dir.")
+
+
+def parse_with_hints(parser, argv, family):
+    """parser.parse_args(argv), with a line naming the replacement for an original's flag."""
+    args, extras = parser.parse_known_args(argv)
+    for token in extras:
+        applies, hint = ORIGINAL_FLAGS.get(token.split("=", 1)[0], ((), None))
+        if hint and (applies is None or family.name in applies):
+            parser.error(hint)
+    if extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
 def train_parser(family):
+    others = " and ".join(f"--model {name} --help" for name in families.names()
+                          if name != family.name)
     parser = argparse.ArgumentParser(
-        description="Train (or evaluate) an image model: PixelCNN++, Glow or BigGAN.",
+        description=f"Train (or evaluate) an image model: PixelCNN++, Glow or BigGAN. This help "
+                    f"lists the shared flags and those of --model {family.name}; {others} list "
+                    f"the other families' flags.",
+        epilog=HABITS_EPILOG,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model", default=families.DEFAULT_FAMILY, choices=families.names(),
                         help="model family")
     parser.add_argument("-i", "--data_dir", default="datasets",
                         help="data location (the image folder itself for --data_set folder)")
-    parser.add_argument("-o", "--save_dir", default="save",
+    parser.add_argument("-o", "--save_dir", "--logdir", default="save",
                         help="checkpoints, logs and samples")
-    parser.add_argument("-d", "--data_set", default=data.DEFAULT_DATA_SET, choices=data.names())
+    parser.add_argument("-d", "--data_set", default=data.DEFAULT_DATA_SET, choices=data.names(),
+                        help="data set (README: Data sets); the paper sets get the paper "
+                             "setting, the small ones (real32, fashion_mnist, folder) a CPU one")
     parser.add_argument("--image_size", type=positive_int, default=None,
                         help="square side for data sets that resize (folder, imagenet, celebahq)")
     parser.add_argument("-t", "--save_interval", type=positive_int, default=None,
@@ -33,8 +85,9 @@ def train_parser(family):
                         help="resume from the newest checkpoint in --save_dir")
     parser.add_argument("-b", "--batch_size", type=positive_int, default=None,
                         help="images per device and step")
-    parser.add_argument("-u", "--init_batch_size", type=positive_int, default=16,
-                        help="images for the data-dependent initialisation")
+    parser.add_argument("-u", "--init_batch_size", type=positive_int, default=None,
+                        help=f"images for the data-dependent initialisation (default "
+                             f"{INIT_BATCH_SIZE} where the data set's profile sets none)")
     parser.add_argument("-x", "--max_epochs", type=positive_int, default=None,
                         help="epochs to train")
     parser.add_argument("-g", "--nr_gpu", type=positive_int, default=None,
@@ -154,12 +207,14 @@ def parse_train_args(argv=None):
     selected, _ = selector.parse_known_args(argv)
     family = families.get(selected.model)
     parser = train_parser(family)
-    args = parser.parse_args(argv)
-    for name, value in family.defaults(args.data_set).items():
+    args = parse_with_hints(parser, argv, family)
+    for name, value in family.defaults(args.data_set, args.image_size).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     if args.sample_batch_size is None:
         args.sample_batch_size = args.batch_size * args.nr_gpu
+    if args.init_batch_size is None:
+        args.init_batch_size = INIT_BATCH_SIZE
     if args.out and not args.eval_only:
         parser.error("argument --out: only used with --eval_only")
     if args.save_minutes is None:

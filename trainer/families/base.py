@@ -47,8 +47,8 @@ class Family:
 
     # -- configuration ---------------------------------------------------------------------
 
-    def defaults(self, data_set):
-        """Values for the flags left at None on `data_set`."""
+    def defaults(self, data_set, image_size=None):
+        """Values for the flags left at None on `data_set` (at --image_size `image_size`)."""
         values = dict(self.profiles[kind_of_data_set(data_set)])
         values.update(self.data_set_profiles.get(data_set, {}))
         return values

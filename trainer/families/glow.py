@@ -38,6 +38,7 @@ from trainer import export, optim
 from trainer import images as image_files
 from trainer.argtypes import positive_int
 from trainer.families.base import Family, SampleError
+from trainer.families.profiles import kind_of_data_set
 
 # openai/glow's training-visualisation temperatures (train.py): one grid row each.
 TEMPERATURES = (0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -54,6 +55,8 @@ PAPER_PROFILE = dict(n_levels=3, depth=32, width=512, flow_permutation=2, flow_c
 # The README's CelebA-HQ command: 6 levels, 5-bit data, and 64 images per GPU at the 32 px anchor
 # resolution, i.e. 1 image per GPU at 256 px (openai/glow train.py).
 CELEBAHQ_PROFILE = dict(n_levels=6, n_bits_x=5, batch_size=1)
+# The data sets' image sizes without --image_size (data/), where not 32.
+PAPER_IMAGE_SIZES = {"celebahq": 256, "celebahq_pggan": 256, "celebahq_images": 256}
 
 
 def sample_temperatures(model, num_images, seed, labels=None, ema=None):
@@ -105,6 +108,16 @@ class GlowFamily(Family):
                          "celebahq_pggan": CELEBAHQ_PROFILE, "celebahq_images": CELEBAHQ_PROFILE}
     samplers = {"temperatures": sample_temperatures}
     default_sampler = "temperatures"
+
+    def defaults(self, data_set, image_size=None):
+        """The profiles, and on the paper data sets openai/glow's init batch: 256 images at
+        its 32 px anchor size, scaled by (32 / image size)^2 (256 for CIFAR-10, 4 for
+        CelebA-HQ at 256 px)."""
+        values = super().defaults(data_set)
+        if kind_of_data_set(data_set) == "paper":
+            size = image_size or PAPER_IMAGE_SIZES.get(data_set, 32)
+            values["init_batch_size"] = max(1, 256 * 32 ** 2 // size ** 2)
+        return values
 
     def add_arguments(self, parser):
         group = parser.add_argument_group("Glow (openai/glow flags; unset: from the data set's "

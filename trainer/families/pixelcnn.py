@@ -49,7 +49,8 @@ class PixelCNNFamily(Family):
         group.add_argument("-m", "--nr_logistic_mix", type=int, default=None,
                            help="logistic mixture components")
         group.add_argument("-z", "--resnet_nonlinearity", default="concat_elu",
-                           choices=("concat_elu", "elu", "relu"))
+                           choices=("concat_elu", "elu", "relu"),
+                           help="nonlinearity of the gated ResNet blocks")
         group.add_argument("-c", "--class_conditional", action="store_true",
                            help="condition on the data set's labels")
         group.add_argument("-ed", "--energy_distance", action="store_true",
