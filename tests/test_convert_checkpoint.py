@@ -210,8 +210,8 @@ def original_tensors(model, names, averages=None, optimizer=None, sampling_input
 
 
 def randomised(model, seed):
-    """`model` with every float variable set to random values (shuffle indices kept), so no
-    value can be right by coincidence."""
+    """`model` with every trainable variable set to random values (the fixed permutations kept),
+    so no value can be right by coincidence."""
     rng = np.random.default_rng(seed)
     for variable in model.variables:
         if variable.dtype.is_floating and variable.trainable:
