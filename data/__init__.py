@@ -15,11 +15,11 @@ from data.base import SOURCES, SPLITS, Arrays, DataError, DatasetInfo, check_spl
 
 DEFAULT_DATA_SET = "real32"
 
-__all__ = ["load", "info", "arrays", "shard_positions", "names", "DEFAULT_DATA_SET", "SPLITS", "DataError",
-           "DatasetInfo", "Arrays"]
+__all__ = ["load", "info", "arrays", "shard_positions", "names", "DEFAULT_DATA_SET", "SPLITS",
+           "DataError", "DatasetInfo", "Arrays"]
 
-# (name, data_dir, image_size, cache_dir, split) -> Arrays, read-only so no caller can change what the next
-# caller gets.
+# (name, data_dir, image_size, cache_dir, split) -> Arrays, read-only so no caller can change what
+# the next caller gets.
 _ARRAYS_CACHE = {}
 
 

@@ -21,8 +21,8 @@ How the rules of a shared cache are kept:
     others wait, then find the finished cache.
   * Pixels are decoded in chunks of about CHUNK_BYTES by a process per CPU, each writing its
     chunk straight into the `.partial` file; a finished chunk's rows are logged in
-    `.partial.done`, so an interrupted build resumes where it stopped. An image that fails to decode stops the build,
-    names the file, and its partial files are removed.
+    `.partial.done`, so an interrupted build resumes where it stopped. An image that fails to
+    decode stops the build, names the file, and its partial files are removed.
   * A cache whose listing no longer matches the folder is rebuilt, said in one line on stderr.
 """
 import concurrent.futures

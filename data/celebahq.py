@@ -31,11 +31,11 @@ Attributes: the 40 CelebA attributes (+-1) when the files carry them, else an em
 Checks that cost no pixel reads run before any data flows: all shards present, every TFRecord
 file walked header to header (12 bytes per record) for its record count and to catch truncated
 files, the first record's shape and features. Problems only visible in a record's contents (a bad
-CRC, a wrong `data` length or `shape`, attributes other than +-1) can only show while iterating: they raise a tf.errors.OpError (DataLossError for a bad CRC, else
-InvalidArgumentError whose message names the file), which the loop that iterates turns into a
-one-line DataError. Checking every CRC up front would mean reading all pixels (5 GB at 256², 80 GB
-at 1024²) before each run. An undecodable image of celebahq_images stops its cache build with a
-DataError naming the file.
+CRC, a wrong `data` length or `shape`, attributes other than +-1) can only show while iterating:
+they raise a tf.errors.OpError (DataLossError for a bad CRC, else InvalidArgumentError whose
+message names the file), which the loop that iterates turns into a one-line DataError. Checking
+every CRC up front would mean reading all pixels (5 GB at 256², 80 GB at 1024²) before each run.
+An undecodable image of celebahq_images stops its cache build with a DataError naming the file.
 """
 import functools
 import glob

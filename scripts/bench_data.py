@@ -146,8 +146,8 @@ def write_set(name, root, side, count):
         write_images(data_dir, [f"{i:06d}" for i in range(count + tests)], side)
         return data_dir, side
     if name == "celebahq_images":  # JPEGs, as the resized CelebA-HQ copies come
-        write_images(os.path.join(data_dir, "CelebA-HQ-img"), [str(i) for i in range(count + tests)],
-                     side, extension=".jpg")
+        write_images(os.path.join(data_dir, "CelebA-HQ-img"),
+                     [str(i) for i in range(count + tests)], side, extension=".jpg")
         return data_dir, side
     log2 = side.bit_length() - 1
     if name == "celebahq":  # glow's layout: 120 train and 40 validation shards for the full set
