@@ -242,7 +242,11 @@ class Glow(tf.Module):
 
         logdet: log|det dz_latent/dz| of the flow steps (the split/top latents before standardisation);
         logp: sum of the split priors' and the top prior's log-densities of those latents.
+        uint8 images are refused: they go through encode(), or dequantize(preprocess(x)) first.
         """
+        if tf.as_dtype(getattr(z, "dtype", tf.float32)).is_integer:
+            raise TypeError("Glow.flow takes a float image in [-0.5, 0.5) (dequantize(preprocess(x, "
+                            "n_bits_x), n_bits_x, seed)); pass uint8 images to encode() instead")
         eps_list, logdet, logp, _ = self._flow(tf.cast(z, self.dtype), self._y_onehot(y), ema)
         return eps_list, logdet, logp
 

@@ -41,6 +41,8 @@ class PlainProgress:
     """Progress for a log file: "<desc>: 120/318 steps, 31 s, 3.87/s, loss = 4.2" lines."""
 
     def __init__(self, iterable, total, desc, disable, interval=PLAIN_PROGRESS_SECONDS):
+        if total is None and hasattr(iterable, "__len__"):
+            total = len(iterable)
         self.iterable, self.total, self.desc = iterable, total, desc
         self.disable, self.interval = disable, interval
         self.postfix = {}
