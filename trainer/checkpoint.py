@@ -223,6 +223,8 @@ class RunCheckpoint:
                 self.kept = [kept for kept in kept_names(save_dir)
                              if kept in checkpoint_names(save_dir)]
             self._set_aside(name)
+            # this run's configuration, not the one a restore read back
+            self._run_config_string.assign(json.dumps(self.run_config, sort_keys=True))
             self._progress_string.assign(json.dumps(progress or {}, sort_keys=True))
             self.checkpoint.save_counter.assign_add(1)
             prefix = os.path.join(save_dir, name)

@@ -15,14 +15,17 @@ the former, and a resumed run draws the same noise.
 
 Every epoch: the mean of each loss the step returns and, for likelihood models, test bits/dim
 over every test image (Polyak averages, no dropout; each process scores its shard and the results
-are summed into one vector in split order). After every save_interval-th epoch and the last:
-samples (PNG + raw npz) and then a checkpoint, which holds everything a resume needs: weights,
-averages, optimizer moments and step (the learning rate is a function of the step) and the epoch.
-The
-shuffle order of an epoch depends on (seed, epoch) only, and checkpoints are written at epoch
-ends, so a resumed run continues with exactly the batches the interrupted one would have seen.
-With several processes, rank 0's weights are broadcast after the init and after a resume, and only
-rank 0 prints, logs, samples and writes the checkpoint.
+are summed into one vector in split order). After every save_interval-th epoch and the last: a
+checkpoint, then samples (PNG + raw npz). A checkpoint holds everything a resume needs: weights,
+averages, optimizer moments and step (the learning rate is a function of the step), the epoch and
+the position in it. Mid-epoch checkpoints are written every --save_steps steps, after
+--save_minutes minutes, and when a signal asks the run to stop (request_stop: the current step
+finishes, the checkpoint is written, Stopped is raised). The shuffle order of an epoch depends on
+(seed, epoch) only and the data layer skips the batches already trained, so a resumed run
+continues with exactly the batches the interrupted one would have seen; evaluation and samples
+stay on their epoch schedule. With several processes, rank 0's weights are broadcast after the
+init and after a resume, every process agrees each step on whether to save or stop (so all stop
+at the same step), and only rank 0 prints, logs, samples and writes the checkpoint.
 """
 import math
 import os

@@ -15,12 +15,14 @@ from trainer.logger import LOG_FILE
 
 LOCK_FILE = "run.lock"
 
-# Flags a resume may change: they do not alter the steps the run takes. A differing value of any
-# other flag is refused unless --override names it (then it is logged).
+# Flags a resume may change, logged: they do not alter the steps the run takes (schedule,
+# checkpoints, logging, samples, where the data lies). A differing value of any other flag is
+# refused unless --override names it (then it is logged too).
 CHANGEABLE_ON_RESUME = {
     "max_epochs", "save_interval", "save_steps", "save_minutes", "keep_checkpoints",
-    "num_samples", "sample_batch_size", "data_dir", "save_dir", "load_params", "eval_only",
-    "out", "checkpoint", "override"}
+    "log_interval", "num_samples", "sample_batch_size", "sheet_width", "data_dir"}
+# Flags that say how this process is invoked, not what the run is: never taken or compared.
+INVOCATION_FLAGS = {"save_dir", "load_params", "eval_only", "out", "checkpoint", "override"}
 # May change together when the images per step (their product) stay the same.
 BATCH_FLAGS = ("batch_size", "nr_gpu")
 
@@ -118,8 +120,8 @@ def resumed_flags(args, stored, given, eval_only):
     changes, refused = [], []
     overrides = set(args.override or [])
     for name, value in stored.items():
-        if not hasattr(args, name):
-            continue  # a flag this code no longer has
+        if not hasattr(args, name) or name in INVOCATION_FLAGS:
+            continue  # a flag this code no longer has, or one about this process only
         if name not in given:
             setattr(args, name, value)
         elif getattr(args, name) != value and not eval_only:
