@@ -6,7 +6,7 @@ embedding [K, D]). Wherever a weight is seen as a matrix (spectral norm, orthogo
 regularisation, orthogonal init) it is the PyTorch view `W.view(out, -1)`: one ROW per output
 unit (per class for an embedding), see `as_matrix`.
 
-Every layer reads its weights through `read(v, ema)`, so passing an EMA object (anything with
+Every layer reads its weights through `averaged(v, ema)`, so passing an EMA object (anything with
 `.average(variable)`) evaluates the averaged weights without copying them.
 
 Under a tf.distribute strategy (BigGAN.train_step with --nr_gpu N) every replica runs the layers on
@@ -34,9 +34,15 @@ def replicated_state(initial_value, name):
                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
 
-def read(variable, ema=None):
+def averaged(variable, ema=None):
     """The variable itself, or its moving average when an EMA object is given."""
     return variable if ema is None else ema.average(variable)
+
+
+def cast_like(value, x):
+    """`value` in x's dtype (a no-op when they agree): layers compute in their input's dtype,
+    bfloat16 or float16 under mixed precision, from float32 weights."""
+    return value if value.dtype == x.dtype else tf.cast(value, x.dtype)
 
 
 def orthogonal(rng, rows, cols):
@@ -89,7 +95,7 @@ class SpectralNormalized(tf.Module):
             self.u = replicated_state(rng.normal(size=(1, rows)).astype(np.float32), name="u")
 
     def normalized_kernel(self, training, ema=None):
-        kernel = read(self.kernel, ema)
+        kernel = averaged(self.kernel, ema)
         u, sigma = power_iteration(self.as_matrix(kernel), self.u, self.eps)
         if training:
             self.u.assign(u)
@@ -111,8 +117,8 @@ class SNConv2D(SpectralNormalized):
         return tf.reshape(tf.transpose(kernel, [3, 0, 1, 2]), [kernel.shape[3], -1])
 
     def __call__(self, x, training, ema=None):
-        x = tf.nn.conv2d(x, self.normalized_kernel(training, ema), 1, "SAME")
-        return x if self.bias is None else x + read(self.bias, ema)
+        x = tf.nn.conv2d(x, cast_like(self.normalized_kernel(training, ema), x), 1, "SAME")
+        return x if self.bias is None else x + cast_like(averaged(self.bias, ema), x)
 
 
 class SNLinear(SpectralNormalized):
@@ -129,8 +135,8 @@ class SNLinear(SpectralNormalized):
         return tf.transpose(kernel)
 
     def __call__(self, x, training, ema=None):
-        x = tf.matmul(x, self.normalized_kernel(training, ema))
-        return x if self.bias is None else x + read(self.bias, ema)
+        x = tf.matmul(x, cast_like(self.normalized_kernel(training, ema), x))
+        return x if self.bias is None else x + cast_like(averaged(self.bias, ema), x)
 
 
 class SNEmbedding(SpectralNormalized):
@@ -144,7 +150,7 @@ class SNEmbedding(SpectralNormalized):
         return kernel
 
     def __call__(self, y, training, ema=None):
-        return tf.matmul(y, self.normalized_kernel(training, ema))
+        return tf.matmul(y, cast_like(self.normalized_kernel(training, ema), y))
 
 
 def batch_moments(x):
@@ -205,7 +211,7 @@ class StandingBatchNorm(tf.Module):
                 self.standing_var.assign_add(var)
             return mean, var
         if mode == RUNNING:
-            return read(self.running_mean, ema), read(self.running_var, ema)
+            return averaged(self.running_mean, ema), averaged(self.running_var, ema)
         if mode == STANDING:
             return self.standing_mean, self.standing_var
         raise ValueError(f"unknown batch-norm mode {mode!r}")
@@ -219,8 +225,11 @@ class StandingBatchNorm(tf.Module):
         self.standing_var.assign(self.standing_var / count)
 
     def normalize(self, x, mode, ema=None):
-        mean, var = self.statistics(x, mode, ema)
-        return (x - mean) * tf.math.rsqrt(var + self.eps)
+        """x normalised with the mode's statistics, computed (and stored) in float32 whatever
+        x's dtype."""
+        x32 = tf.cast(x, tf.float32)
+        mean, var = self.statistics(x32, mode, ema)
+        return cast_like((x32 - mean) * tf.math.rsqrt(var + self.eps), x)
 
 
 class BatchNorm(StandingBatchNorm):
@@ -233,7 +242,8 @@ class BatchNorm(StandingBatchNorm):
             self.bias = tf.Variable(tf.zeros([channels]), name="bias")
 
     def __call__(self, x, mode, ema=None):
-        return self.normalize(x, mode, ema) * read(self.gain, ema) + read(self.bias, ema)
+        gain, bias = (cast_like(averaged(v, ema), x) for v in (self.gain, self.bias))
+        return self.normalize(x, mode, ema) * gain + bias
 
 
 class ConditionalBatchNorm(StandingBatchNorm):
@@ -280,4 +290,4 @@ class Attention(tf.Module):
         g = tf.reshape(pool(self.g(x, training, ema)), [-1, height * width // 4, self.g.kernel.shape[3]])
         beta = tf.nn.softmax(tf.matmul(theta, phi, transpose_b=True), axis=-1)  # [B, HW, HW/4]
         attended = tf.reshape(tf.matmul(beta, g), [-1, height, width, self.g.kernel.shape[3]])
-        return x + read(self.gamma, ema) * self.o(attended, training, ema)
+        return x + cast_like(averaged(self.gamma, ema), x) * self.o(attended, training, ema)

@@ -214,7 +214,11 @@ class Generator(tf.Module):
 
     The shared embedding is y @ E (no spectral norm: "applying SN to G's embedding seems to randomly
     cripple G"). With hier, z is split into len(blocks)+1 equal chunks: chunk 0 feeds the first
-    linear layer (to 4x4 x in_channels[0]) and block i is conditioned on c_i = [y @ E, chunk i+1]."""
+    linear layer (to 4x4 x in_channels[0]) and block i is conditioned on c_i = [y @ E, chunk i+1].
+    The network runs in compute_dtype (set by trainer.precision), batch-norm statistics in
+    float32; the images are float32 always."""
+
+    compute_dtype = tf.float32
 
     def __init__(self, config, rng, name="G"):
         super().__init__(name=name)
@@ -257,8 +261,9 @@ class Generator(tf.Module):
         """The network with an explicit batch-norm mode (layers.TRAIN / ACCUMULATE / RUNNING /
         STANDING); spectral-norm vectors move only in TRAIN."""
         training = mode == TRAIN
-        y = as_one_hot(y, self.config.num_classes)
-        shared = tf.matmul(y, layers.read(self.shared, ema))
+        z = tf.cast(z, self.compute_dtype)
+        y = tf.cast(as_one_hot(y, self.config.num_classes), self.compute_dtype)
+        shared = tf.matmul(y, layers.cast_like(layers.averaged(self.shared, ema), y))
         if self.config.hier:
             chunks = tf.split(z, self.config.num_z_chunks, axis=1)
             z, conditions = chunks[0], [tf.concat([shared, chunk], axis=1) for chunk in chunks[1:]]
@@ -271,7 +276,7 @@ class Generator(tf.Module):
             if attention is not None:
                 h = attention(h, training, ema)
         h = tf.nn.relu(self.output_bn(h, mode, ema))
-        return tf.tanh(self.output_conv(h, training, ema))
+        return tf.cast(tf.tanh(self.output_conv(h, training, ema)), tf.float32)
 
     def __call__(self, z, y, training=False, ema=None, truncation=None):
         """training=True: batch statistics (running ones updated), SN vectors updated.
@@ -297,6 +302,8 @@ class Discriminator(tf.Module):
     """x [B,H,W,C] in [-1,1], y [B,K] -> logits [B]: DBlocks, ReLU, global SUM pooling h, then
     linear(h) + <embed(y), h> (the projection discriminator, Miyato & Koyama 2018)."""
 
+    compute_dtype = tf.float32  # set by trainer.precision; the logits are float32 always
+
     def __init__(self, config, rng, name="D"):
         super().__init__(name=name)
         self.config = config
@@ -312,13 +319,14 @@ class Discriminator(tf.Module):
                                             name="embed")
 
     def __call__(self, x, y, training=False):
-        """training=True moves the spectral-norm vectors (D has no batch norm)."""
-        h = x
+        """training=True moves the spectral-norm vectors (D has no batch norm). The blocks run
+        in compute_dtype; the pooled features, the projection and the logits are float32."""
+        h = tf.cast(x, self.compute_dtype)
         for block, attention in zip(self.blocks, self.attention):
             h = block(h, training)
             if attention is not None:
                 h = attention(h, training)
-        h = tf.reduce_sum(tf.nn.relu(h), axis=[1, 2])
+        h = tf.reduce_sum(tf.cast(tf.nn.relu(h), tf.float32), axis=[1, 2])
         projection = tf.reduce_sum(self.embed(as_one_hot(y, self.config.num_classes), training) * h,
                                    axis=1)
         return tf.squeeze(self.linear(h, training), axis=1) + projection

@@ -22,8 +22,9 @@ run_every = cache_every * stride for a convolution, max(1, cache_every // stride
 transposed one (`run_every` below).
 
 Weights. Every cached layer wraps the model's own layer and reads its effective kernel and bias
-through `layer.weights(ema)` (Polyak averages when `ema` is given), once per sampling call: it runs
-on the variables the model trains and checkpoints, with no copy and no renaming.
+through `layer.weights(ema, dtype)` (Polyak averages when `ema` is given; cast to the model's
+compute dtype), once per sampling call: it runs on the variables the model trains and
+checkpoints, with no copy and no renaming. Caches have the compute dtype too.
 
 Caches are tensors (and TensorArrays) that every method takes and returns, not tf.Variables, so
 a tf.while_loop carries them and every sampling call starts afresh from `initial_cache` (zeros:
@@ -48,8 +49,9 @@ def _is_multiple(index, every):
 class _Cached:
     """Shared part: the wrapped layer's effective weights and its (cache_every, run_every)."""
 
-    def __init__(self, layer, ema, cache_every, transposed):
-        self.kernel, self.bias = layer.weights(ema)
+    def __init__(self, layer, ema, cache_every, transposed, dtype):
+        self.kernel, self.bias = layer.weights(ema, dtype)
+        self.dtype = dtype
         self.filter_size = tuple(layer.filter_size)
         self.stride = tuple(layer.stride)
         self.cache_every = cache_every
@@ -64,14 +66,14 @@ class _Cached:
 class RowConv(_Cached):
     """DownShiftedConv2D computed one output row at a time (vertical stream)."""
 
-    def __init__(self, layer, in_width, ema, cache_every=1):
-        super().__init__(layer, ema, cache_every, transposed=False)
+    def __init__(self, layer, in_width, ema, cache_every=1, dtype=tf.float32):
+        super().__init__(layer, ema, cache_every, False, dtype)
         kh, kw = self.filter_size
         self.side = (kw - 1) // 2
         self.cache_shape = (kh, in_width + 2 * self.side, int(self.kernel.shape[2]))
 
     def initial_cache(self, batch):
-        return tf.zeros([batch, *self.cache_shape])
+        return tf.zeros([batch, *self.cache_shape], self.dtype)
 
     def push(self, cache, row):
         """Drops the oldest row and appends `row` [B, in_width, C], zero-padded left and right."""
@@ -97,8 +99,8 @@ class PixelConv(_Cached):
     row times the kernel's last row.
     """
 
-    def __init__(self, layer, in_width, ema, cache_every=1):
-        super().__init__(layer, ema, cache_every, transposed=False)
+    def __init__(self, layer, in_width, ema, cache_every=1, dtype=tf.float32):
+        super().__init__(layer, ema, cache_every, False, dtype)
         kh, kw = self.filter_size
         if kh < 2:
             raise ValueError(f"{layer.name}: cached down-right-shifted convolution needs filter "
@@ -109,10 +111,10 @@ class PixelConv(_Cached):
         self.current_matrix = tf.reshape(self.kernel[kh - 1], [kw * self.channels, -1])
 
     def _empty_row(self, batch):
-        row = tf.TensorArray(tf.float32, size=self.cache_width, element_shape=[None, self.channels],
-                             clear_after_read=False)
+        row = tf.TensorArray(self.dtype, size=self.cache_width,
+                             element_shape=[None, self.channels], clear_after_read=False)
         for col in range(self.filter_size[1] - 1):
-            row = row.write(col, tf.zeros([batch, self.channels]))
+            row = row.write(col, tf.zeros([batch, self.channels], self.dtype))
         return row
 
     def _above_part(self, above):
@@ -122,7 +124,8 @@ class PixelConv(_Cached):
 
     def initial_cache(self, batch):
         """(finished, current) for the first row: zero rows above it, nothing in it."""
-        above = tf.zeros([batch, self.filter_size[0] - 1, self.cache_width, self.channels])
+        above = tf.zeros([batch, self.filter_size[0] - 1, self.cache_width, self.channels],
+                         self.dtype)
         return (above, self._above_part(above)), self._empty_row(batch)
 
     def push(self, current, col, pixel):
@@ -161,8 +164,8 @@ def _check_block_stride(layer):
 class RowDeconv(_Cached):
     """DownShiftedDeconv2D producing output rows one at a time (vertical stream upsampling)."""
 
-    def __init__(self, layer, in_width, ema, cache_every):
-        super().__init__(layer, ema, cache_every, transposed=True)
+    def __init__(self, layer, in_width, ema, cache_every, dtype=tf.float32):
+        super().__init__(layer, ema, cache_every, True, dtype)
         kh, kw, self.rows_per_input, sw = _check_block_stride(layer)
         self.full_width = in_width * sw + kw - 1  # the VALID transposed output, before the crop
         self.side = (kw - 1) // 2
@@ -170,7 +173,7 @@ class RowDeconv(_Cached):
                             int(self.kernel.shape[2]))
 
     def initial_cache(self, batch):
-        return tf.zeros([batch, *self.cache_shape])
+        return tf.zeros([batch, *self.cache_shape], self.dtype)
 
     def push(self, cache, row):
         """The stride output rows [B, stride, out_width, C_out] made by input row [B, in_width, C]
@@ -189,8 +192,8 @@ class RowDeconv(_Cached):
 class PixelDeconv(_Cached):
     """DownRightShiftedDeconv2D producing output pixels one at a time (horizontal upsampling)."""
 
-    def __init__(self, layer, in_width, ema, cache_every):
-        super().__init__(layer, ema, cache_every, transposed=True)
+    def __init__(self, layer, in_width, ema, cache_every, dtype=tf.float32):
+        super().__init__(layer, ema, cache_every, True, dtype)
         kh, kw, sh, sw = _check_block_stride(layer)
         channels = int(self.kernel.shape[2])
         # the sh x sw block of one input pixel: block[a, b] = pixel @ kernel[a, b]^T (zero taps
@@ -202,7 +205,7 @@ class PixelDeconv(_Cached):
         self.cache_shape = (in_width, sh * sw * channels)
 
     def initial_cache(self, batch):
-        return tf.zeros([batch, *self.cache_shape])
+        return tf.zeros([batch, *self.cache_shape], self.dtype)
 
     def push(self, cache, col, pixel):
         """Stores the block made by input pixel [B, C_in] of full-resolution column `col`."""
@@ -222,8 +225,8 @@ class PixelDeconv(_Cached):
 class NIN:
     """The model's NIN (1x1 convolution) on a row [B, W, C] or a pixel [B, C]."""
 
-    def __init__(self, layer, ema):
-        self.matrix, self.bias = layer.weights(ema)
+    def __init__(self, layer, ema, dtype=tf.float32):
+        self.matrix, self.bias = layer.weights(ema, dtype)
 
     def __call__(self, x):
         return tf.tensordot(x, self.matrix, axes=1) + self.bias
@@ -244,13 +247,13 @@ def gated_resnet(x, a, conv1, conv2, nin_aux, class_bias, nonlinearity):
 
 
 class _CachedGatedResnet:
-    def __init__(self, block, conv_class, width, ema, h, nonlinearity, cache_every):
-        self.conv1 = conv_class(block.conv1, width, ema, cache_every)
-        self.conv2 = conv_class(block.conv2, width, ema, cache_every)
-        self.nin_aux = None if block.nin_aux is None else NIN(block.nin_aux, ema)
+    def __init__(self, block, conv_class, width, ema, h, nonlinearity, cache_every, dtype):
+        self.conv1 = conv_class(block.conv1, width, ema, cache_every, dtype)
+        self.conv2 = conv_class(block.conv2, width, ema, cache_every, dtype)
+        self.nin_aux = None if block.nin_aux is None else NIN(block.nin_aux, ema, dtype)
         # h @ hw: the class bias is the same at every pixel, so it is computed once
-        self.class_bias = (None if block.hw is None
-                           else tf.matmul(tf.cast(h, tf.float32), nn.averaged(block.hw, ema)))
+        self.class_bias = (None if block.hw is None else tf.matmul(
+            tf.cast(h, dtype), tf.cast(nn.averaged(block.hw, ema), dtype)))
         self.nonlinearity = nonlinearity
 
     def initial_cache(self, batch):
@@ -260,8 +263,8 @@ class _CachedGatedResnet:
 class RowGatedResnet(_CachedGatedResnet):
     """Vertical-stream gated ResNet block (DownShiftedConv2D convs), one row at a time."""
 
-    def __init__(self, block, width, ema, h, nonlinearity, cache_every=1):
-        super().__init__(block, RowConv, width, ema, h, nonlinearity, cache_every)
+    def __init__(self, block, width, ema, h, nonlinearity, cache_every=1, dtype=tf.float32):
+        super().__init__(block, RowConv, width, ema, h, nonlinearity, cache_every, dtype)
 
     def __call__(self, cache, x, a=None):
         """x, a: rows [B, W, C]. Returns (new cache, output row)."""
@@ -281,8 +284,8 @@ class PixelGatedResnet(_CachedGatedResnet):
     """Horizontal-stream gated ResNet block (DownRightShiftedConv2D convs), one pixel at a time.
     Its cache is (finished, current), each a pair over (conv1, conv2) (see PixelConv)."""
 
-    def __init__(self, block, width, ema, h, nonlinearity, cache_every=1):
-        super().__init__(block, PixelConv, width, ema, h, nonlinearity, cache_every)
+    def __init__(self, block, width, ema, h, nonlinearity, cache_every=1, dtype=tf.float32):
+        super().__init__(block, PixelConv, width, ema, h, nonlinearity, cache_every, dtype)
 
     def initial_cache(self, batch):
         (finished1, current1), (finished2, current2) = super().initial_cache(batch)

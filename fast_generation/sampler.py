@@ -38,8 +38,11 @@ class _Level:
         down = num_levels - 1 - level  # the down pass runs from the coarsest level
         nonlinearity = model.nonlinearity
 
+        dtype = model.compute_dtype
+
         def blocks(row_blocks, cached_class):
-            return [cached_class(block, width, ema, h, nonlinearity, every) for block in row_blocks]
+            return [cached_class(block, width, ema, h, nonlinearity, every, dtype)
+                    for block in row_blocks]
 
         self.up_u = blocks(model.up_u[level], fast_nn.RowGatedResnet)
         self.up_ul = blocks(model.up_ul[level], fast_nn.PixelGatedResnet)
@@ -48,12 +51,13 @@ class _Level:
         self.coarsest = level == num_levels - 1
         if not self.coarsest:
             # stride-2 convolutions into level + 1, transposed convolutions back from it
-            self.stride_u = fast_nn.RowConv(model.down_u_stride[level], width, ema, every)
-            self.stride_ul = fast_nn.PixelConv(model.down_ul_stride[level], width, ema, every)
+            self.stride_u = fast_nn.RowConv(model.down_u_stride[level], width, ema, every, dtype)
+            self.stride_ul = fast_nn.PixelConv(model.down_ul_stride[level], width, ema, every,
+                                               dtype)
             self.deconv_u = fast_nn.RowDeconv(model.up_u_deconv[down - 1], width // 2, ema,
-                                              2 * every)
+                                              2 * every, dtype)
             self.deconv_ul = fast_nn.PixelDeconv(model.up_ul_deconv[down - 1], width // 2, ema,
-                                                 2 * every)
+                                                 2 * every, dtype)
         self.every = every
 
     def initial_vertical(self, batch):
@@ -103,18 +107,19 @@ class CachedPixelCNN:
     def __init__(self, model, batch, ema=None, h=None):
         self.model = model
         self.batch = batch
+        self.dtype = dtype = model.compute_dtype
         self.height, self.width, self.channels = model.config.image_shape
         self.levels = [_Level(model, level, ema, h) for level in range(len(model.up_u))]
         # input layer: u0 = down_shift(u_init(x)); ul0 = down_shift(ul_init_down(x)) +
         # right_shift(ul_init_right(x)); fed the previous row / pixel (the shift), see module doc
-        self.u_init = fast_nn.RowConv(model.u_init, self.width, ema)
-        self.ul_init_down = fast_nn.RowConv(model.ul_init_down, self.width, ema)
-        self.ul_init_right = fast_nn.PixelConv(model.ul_init_right, self.width, ema)
+        self.u_init = fast_nn.RowConv(model.u_init, self.width, ema, 1, dtype)
+        self.ul_init_down = fast_nn.RowConv(model.ul_init_down, self.width, ema, 1, dtype)
+        self.ul_init_right = fast_nn.PixelConv(model.ul_init_right, self.width, ema, 1, dtype)
         if model.config.energy_distance:
-            self.head = [fast_nn.NIN(getattr(model, name), ema) for name in
+            self.head = [fast_nn.NIN(getattr(model, name), ema, dtype) for name in
                          ("ed_nin_features", "ed_nin_noise", "ed_nin_hidden", "ed_nin_out")]
         else:
-            self.head = fast_nn.NIN(model.out_nin, ema)
+            self.head = fast_nn.NIN(model.out_nin, ema, dtype)
 
     def initial_vertical(self):
         """The vertical caches for the first row (`vertical_row`'s state), a list over levels."""
@@ -141,6 +146,7 @@ class CachedPixelCNN:
         vertical state and `rows`, per level the u rows the horizontal stream reads:
         {'ul_init': [B, W, F] (level 0), 'up': [...], 'down': [...]}."""
         state = dict(vertical[0])
+        previous_row = tf.cast(previous_row, self.dtype)
         state["u_init"] = self.u_init.push(state["u_init"], previous_row)
         state["ul_init_down"] = self.ul_init_down.push(state["ul_init_down"], previous_row)
         u = _zero_at_start(self.u_init.run(state["u_init"]), row)
@@ -191,8 +197,8 @@ class CachedPixelCNN:
         """Placeholder rows of level `index` on full-resolution rows that are not its own."""
         level = self.levels[index]
         shape = [self.batch, self.width // level.every, self.model.config.nr_filters]
-        return {"up": [tf.zeros(shape) for _ in level.up_u],
-                "down": [tf.zeros(shape) for _ in level.down_u]}
+        return {"up": [tf.zeros(shape, self.dtype) for _ in level.up_u],
+                "down": [tf.zeros(shape, self.dtype) for _ in level.down_u]}
 
     # -- horizontal stream -------------------------------------------------------------------------
 
@@ -201,6 +207,7 @@ class CachedPixelCNN:
         (`previous_pixel` [B, C+1]; zeros for column 0). Returns the updated `current` caches and
         the last ul [B, F] (the head's input); `finished` is read only."""
         state = dict(current[0])
+        previous_pixel = tf.cast(previous_pixel, self.dtype)
         state["ul_init_right"] = self.ul_init_right.push(state["ul_init_right"], col,
                                                          previous_pixel)
         right = self.ul_init_right.run(finished[0]["ul_init_right"], state["ul_init_right"], col)
@@ -267,15 +274,16 @@ class CachedPixelCNN:
     # -- head ------------------------------------------------------------------------------------
 
     def mixture_params(self, ul):
-        """The head nin(elu(ul)): mixture parameters [B, 10M] (3M for 1 channel) of one pixel."""
-        return self.head(tf.nn.elu(ul))
+        """The head nin(elu(ul)): float32 mixture parameters [B, 10M] (3M for 1 channel) of one
+        pixel."""
+        return tf.cast(self.head(tf.nn.elu(ul)), tf.float32)
 
     def energy_distance_sample(self, ul, noise):
         """The energy-distance head for one pixel (one of its samples): features plus a projection
         of the U(-1, 1) noise [B, 4], two concat_elu NINs, tanh."""
         features, noise_nin, hidden, out = self.head
-        f = features(tf.nn.elu(ul)) + noise_nin(noise)
-        return tf.tanh(out(nn.concat_elu(hidden(nn.concat_elu(f)))))
+        f = features(tf.nn.elu(ul)) + noise_nin(tf.cast(noise, self.dtype))
+        return tf.cast(tf.tanh(out(nn.concat_elu(hidden(nn.concat_elu(f))))), tf.float32)
 
     def sample_pixel(self, ul, seed, row, col, offset, total):
         """Pixel (row, col) [B, C] of images offset .. offset + B - 1 of a sampling call for
@@ -362,14 +370,16 @@ def _build_generator(model, ema, teacher_forced):
     return generate
 
 
-_GENERATORS = weakref.WeakKeyDictionary()  # model -> {(ema, teacher_forced): tf.function}
+# model -> {(ema, teacher_forced, compute dtype): tf.function}
+_GENERATORS = weakref.WeakKeyDictionary()
 
 
 def _generator(model, ema, teacher_forced):
     generators = _GENERATORS.setdefault(model, {})
-    if (ema, teacher_forced) not in generators:
-        generators[ema, teacher_forced] = _build_generator(model, ema, teacher_forced)
-    return generators[ema, teacher_forced]
+    key = (ema, teacher_forced, model.compute_dtype)
+    if key not in generators:
+        generators[key] = _build_generator(model, ema, teacher_forced)
+    return generators[key]
 
 
 def _checked_h(model, h, num_images):

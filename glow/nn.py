@@ -2,8 +2,11 @@
 
 Layout is NHWC. Every invertible layer has `forward(z, ema) -> (z, logdet)` with a per-image log-determinant
 of the map image -> latent, and `reverse(z, ema) -> z`, its exact inverse. Every layer reads its variables
-through `read(v, ema)`, so passing an EMA object evaluates the Polyak-averaged weights without copying them.
+through `averaged(v, ema)`, so passing an EMA object evaluates the Polyak-averaged weights without copying them.
 Layers that have a data-dependent initialisation take `init=True` on their first (initialisation) call.
+The plain layers (Conv2D, Conv2DZeros, ActNorm) compute in the dtype of their input, their weights cast to
+it, so that a CouplingNetwork runs in bfloat16 or float16 when its `compute_dtype` says so (mixed precision,
+trainer.precision); the bijection around it stays in the model's dtype.
 
 Numerics, where openai/glow and its ports are fragile:
   * 1x1-conv log-determinants and inverses are computed in float64 (log|det| from a QR decomposition, never
@@ -22,9 +25,14 @@ CONV_INIT_STD = 0.05  # plain convolutions start N(0, 0.05) (openai/glow tfops.p
 ACTNORM_EPS = 1e-6  # keeps the actnorm init finite on a constant channel
 
 
-def read(variable, ema=None):
+def averaged(variable, ema=None):
     """The variable itself, or its Polyak average when an EMA object is given (openai/glow get_var_maybe_avg)."""
     return variable if ema is None else ema.average(variable)
+
+
+def cast_like(value, x):
+    """`value` in x's dtype (a no-op when they agree)."""
+    return value if value.dtype == x.dtype else tf.cast(value, x.dtype)
 
 
 # ------------------------------------------------------------------------------------------------ reshaping
@@ -78,7 +86,7 @@ class Conv2D(tf.Module):
     def __call__(self, x, ema=None):
         if self.kernel_size == 3:
             x = add_edge_padding(x)
-        return tf.nn.conv2d(x, read(self.w, ema), 1, "VALID")
+        return tf.nn.conv2d(x, cast_like(averaged(self.w, ema), x), 1, "VALID")
 
 
 class Conv2DZeros(tf.Module):
@@ -95,8 +103,9 @@ class Conv2DZeros(tf.Module):
         self.logs = tf.Variable(tf.zeros([out_channels], dtype), name="logs")
 
     def __call__(self, x, ema=None):
-        h = tf.nn.conv2d(add_edge_padding(x), read(self.w, ema), 1, "VALID") + read(self.b, ema)
-        return h * tf.exp(read(self.logs, ema) * LOGSCALE_FACTOR)
+        w, b, logs = (cast_like(averaged(v, ema), x) for v in (self.w, self.b, self.logs))
+        h = tf.nn.conv2d(add_edge_padding(x), w, 1, "VALID") + b
+        return h * tf.exp(logs * LOGSCALE_FACTOR)
 
 
 class LinearZeros(tf.Module):
@@ -109,8 +118,8 @@ class LinearZeros(tf.Module):
         self.logs = tf.Variable(tf.zeros([out_features], dtype), name="logs")
 
     def __call__(self, x, ema=None):
-        h = tf.matmul(x, read(self.w, ema)) + read(self.b, ema)
-        return h * tf.exp(read(self.logs, ema) * LOGSCALE_FACTOR)
+        h = tf.matmul(x, averaged(self.w, ema)) + averaged(self.b, ema)
+        return h * tf.exp(averaged(self.logs, ema) * LOGSCALE_FACTOR)
 
 
 # ------------------------------------------------------------------------------------------------ actnorm
@@ -134,7 +143,7 @@ class ActNorm(tf.Module):
         self.logs = tf.Variable(tf.zeros([channels], dtype), name="logs")
 
     def log_scale(self, ema=None):
-        return read(self.logs, ema) * LOGSCALE_FACTOR
+        return averaged(self.logs, ema) * LOGSCALE_FACTOR
 
     def __call__(self, x, ema=None, init=False):
         """The normalised activations (no logdet: used inside the coupling network)."""
@@ -142,7 +151,8 @@ class ActNorm(tf.Module):
             b, logs = actnorm_init_values(x)
             self.b.assign(b)
             self.logs.assign(logs)
-        return (x + read(self.b, ema)) * tf.exp(self.log_scale(ema))
+        b, log_scale = cast_like(averaged(self.b, ema), x), cast_like(self.log_scale(ema), x)
+        return (x + b) * tf.exp(log_scale)
 
     def forward(self, x, ema=None, init=False):
         y = self(x, ema, init)
@@ -150,7 +160,7 @@ class ActNorm(tf.Module):
         return y, tf.fill([tf.shape(x)[0]], logdet)
 
     def reverse(self, y, ema=None):
-        return y * tf.exp(-self.log_scale(ema)) - read(self.b, ema)
+        return y * tf.exp(-self.log_scale(ema)) - averaged(self.b, ema)
 
 
 # ------------------------------------------------------------------------------------------------ permutations
@@ -218,12 +228,12 @@ class InvertibleConv1x1(tf.Module):
         self.w = tf.Variable(random_rotation(rng, channels).astype(dtype), name="w")
 
     def forward(self, z, ema=None):
-        w = read(self.w, ema)
+        w = averaged(self.w, ema)
         logdet = tf.cast(log_abs_determinant(w), z.dtype) * (z.shape[1] * z.shape[2])
         return apply_1x1(z, w), tf.fill([tf.shape(z)[0]], logdet)
 
     def reverse(self, z, ema=None):
-        w_inverse = tf.linalg.inv(tf.cast(read(self.w, ema), tf.float64))
+        w_inverse = tf.linalg.inv(tf.cast(averaged(self.w, ema), tf.float64))
         return apply_1x1(z, tf.cast(w_inverse, z.dtype))
 
 
@@ -252,9 +262,9 @@ class InvertibleConv1x1LU(tf.Module):
     def factors(self, ema=None):
         """(P, L, U) in float64."""
         eye = tf.eye(self._lower_mask.shape[0], dtype=tf.float64)
-        lower = tf.cast(read(self.lower, ema), tf.float64) * self._lower_mask + eye
-        diagonal = self.sign_s * tf.exp(tf.cast(read(self.log_s, ema), tf.float64))
-        upper = tf.cast(read(self.upper, ema), tf.float64) * self._upper_mask + tf.linalg.diag(diagonal)
+        lower = tf.cast(averaged(self.lower, ema), tf.float64) * self._lower_mask + eye
+        diagonal = self.sign_s * tf.exp(tf.cast(averaged(self.log_s, ema), tf.float64))
+        upper = tf.cast(averaged(self.upper, ema), tf.float64) * self._upper_mask + tf.linalg.diag(diagonal)
         return self.permutation, lower, upper
 
     def weights(self, ema=None):
@@ -264,7 +274,7 @@ class InvertibleConv1x1LU(tf.Module):
 
     def forward(self, z, ema=None):
         w = tf.cast(self.weights(ema), z.dtype)
-        logdet = tf.reduce_sum(read(self.log_s, ema)) * (z.shape[1] * z.shape[2])
+        logdet = tf.reduce_sum(averaged(self.log_s, ema)) * (z.shape[1] * z.shape[2])
         return apply_1x1(z, w), tf.fill([tf.shape(z)[0]], logdet)
 
     def reverse(self, z, ema=None):
@@ -292,7 +302,13 @@ def make_permutation(kind, channels, rng, dtype):
 # ------------------------------------------------------------------------------------------------ coupling
 
 class CouplingNetwork(tf.Module):
-    """f(z1): conv3x3 - actnorm - relu - conv1x1 - actnorm - relu - conv2d_zeros 3x3 (openai/glow f_)."""
+    """f(z1): conv3x3 - actnorm - relu - conv1x1 - actnorm - relu - conv2d_zeros 3x3 (openai/glow f_).
+
+    Computes in `compute_dtype` (set by trainer.precision) when that is a low-precision dtype, its
+    output cast back to z1's dtype; the data-dependent init always runs in z1's dtype.
+    """
+
+    compute_dtype = tf.float32
 
     def __init__(self, in_channels, width, out_channels, rng, dtype, name=None):
         super().__init__(name=name)
@@ -303,9 +319,10 @@ class CouplingNetwork(tf.Module):
         self.conv_out = Conv2DZeros(width, out_channels, dtype)
 
     def __call__(self, x, ema=None, init=False):
-        h = tf.nn.relu(self.actnorm1(self.conv1(x, ema), ema, init))
+        h = x if init or self.compute_dtype == tf.float32 else tf.cast(x, self.compute_dtype)
+        h = tf.nn.relu(self.actnorm1(self.conv1(h, ema), ema, init))
         h = tf.nn.relu(self.actnorm2(self.conv2(h, ema), ema, init))
-        return self.conv_out(h, ema)
+        return cast_like(self.conv_out(h, ema), x)
 
 
 def affine_coupling_params(h):

@@ -19,6 +19,8 @@ Usage:
 
 Class-conditional models (num_classes=K) take `h`, a one-hot [B, K] float matrix, in every call.
 Pass `ema=` (any object with `.average(variable)`) to evaluate or sample with Polyak averages.
+`model.compute_dtype = tf.bfloat16` (trainer.precision) runs the network in bfloat16; the
+data-dependent init, the likelihood and the sampler stay float32.
 
 Network (F = nr_filters, R = nr_resnet): the input gets a channel of ones (zero padding then
 differs from data). The vertical stream u sees the rows above; the horizontal stream ul sees the
@@ -91,12 +93,17 @@ class PixelCNNConfig:
 class PixelCNNPP(tf.Module):
     """PixelCNN++ network; see the module docstring for the topology and a usage example.
 
+    `compute_dtype`: the dtype the network computes in; its output (the mixture parameters, or the
+    energy-distance head's samples) is always float32.
+
     Attributes follow the shared layer-structure contract (fast_generation walks them):
     u_init, ul_init_down, ul_init_right, up_u[s][r], up_ul[s][r], down_u_stride[s],
     down_ul_stride[s], down_u[s][r], down_ul[s][r], up_u_deconv[s], up_ul_deconv[s], out_nin
     (None with energy_distance, whose head is ed_nin_features, ed_nin_noise, ed_nin_hidden,
     ed_nin_out), and `nonlinearity` (the function used inside every gated ResNet block).
     """
+
+    compute_dtype = tf.float32
 
     def __init__(self, config=None, name="pixel_cnn_pp"):
         super().__init__(name=name)
@@ -201,8 +208,10 @@ class PixelCNNPP(tf.Module):
             dropout_seeds = itertools.repeat(None)
         kwargs = dict(h=h, ema=ema, init=init)
 
+        # the data-dependent init runs in float32 whatever the compute dtype
+        x_in = x if init else tf.cast(x, self.compute_dtype)
         # up pass: every output is pushed, to be consumed as a skip in the down pass
-        x_pad = tf.concat([x, tf.ones_like(x[..., :1])], axis=-1)
+        x_pad = tf.concat([x_in, tf.ones_like(x_in[..., :1])], axis=-1)
         u_list = [nn.down_shift(self.u_init(x_pad, ema=ema, init=init))]
         ul_list = [nn.down_shift(self.ul_init_down(x_pad, ema=ema, init=init))
                    + nn.right_shift(self.ul_init_right(x_pad, ema=ema, init=init))]
@@ -228,9 +237,11 @@ class PixelCNNPP(tf.Module):
         assert not u_list and not ul_list, "every pushed tensor is consumed exactly once"
 
         if self.config.energy_distance:
-            return self._energy_distance_head(ul, ema, init, nn.fold_seed([0, 0] if seed is None
-                                                                          else seed, 1))
-        return self.out_nin(tf.nn.elu(ul), ema=ema, init=init)
+            samples = self._energy_distance_head(ul, ema, init, nn.fold_seed(
+                [0, 0] if seed is None else seed, 1))
+        else:
+            samples = self.out_nin(tf.nn.elu(ul), ema=ema, init=init)
+        return tf.cast(samples, tf.float32)
 
     def _energy_distance_head(self, ul, ema, init, noise_seed):
         """S samples [S, B, H, W, C] in (-1, 1): features tiled S times plus a projection of
@@ -239,7 +250,7 @@ class PixelCNNPP(tf.Module):
         features = tf.tile(self.ed_nin_features(tf.nn.elu(ul), ema=ema, init=init), [num, 1, 1, 1])
         noise_shape = tf.concat([tf.shape(features)[:-1], [ENERGY_DISTANCE_NOISE_CHANNELS]], axis=0)
         noise = tf.random.stateless_uniform(noise_shape, noise_seed, minval=-1.0, maxval=1.0)
-        f = features + self.ed_nin_noise(noise, ema=ema, init=init)
+        f = features + self.ed_nin_noise(tf.cast(noise, features.dtype), ema=ema, init=init)
         f = self.ed_nin_hidden(nn.concat_elu(f), ema=ema, init=init)
         samples = tf.tanh(self.ed_nin_out(nn.concat_elu(f), ema=ema, init=init))
         return tf.reshape(samples, tf.concat([[num, -1], tf.shape(samples)[1:]], axis=0))
@@ -259,13 +270,14 @@ def sample_naive(model, num_images, seed, h=None, ema=None):
     if h is not None and h.shape[0] != num_images:
         raise ValueError(f"h has {h.shape[0]} rows, expected one per image ({num_images})")
     samplers = _NAIVE_SAMPLERS.setdefault(model, {})
-    key = (num_images, ema, h is not None)
+    key = (num_images, ema, h is not None, model.compute_dtype)
     if key not in samplers:
         samplers[key] = _build_naive_sampler(model, num_images, ema)
     return samplers[key](nn.as_seed(seed), h)
 
 
-_NAIVE_SAMPLERS = weakref.WeakKeyDictionary()  # model -> {(num_images, ema, conditional): fn}
+# model -> {(num_images, ema, conditional, compute dtype): fn}
+_NAIVE_SAMPLERS = weakref.WeakKeyDictionary()
 
 
 def _build_naive_sampler(model, num_images, ema):

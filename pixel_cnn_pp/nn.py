@@ -1,8 +1,11 @@
 """PixelCNN++ building blocks: weight-normalised layers, shifted convolutions, the gated ResNet
 block, and the discretised logistic mixture likelihood and sampler (Salimans et al. 2017).
 
-Layers are small `tf.Module`s working on NHWC float32 tensors. Every variable is created in
-`__init__`, so a model's parameters exist (and can be counted or restored) before any forward pass.
+Layers are small `tf.Module`s working on NHWC tensors. Their variables are float32; a layer
+computes in the dtype of its input (bfloat16 or float16 under mixed precision, see
+PixelCNNPP.compute_dtype), its weights cast to it after weight normalisation, which stays float32.
+Every variable is created in `__init__`, so a model's parameters exist (and can be counted or
+restored) before any forward pass.
 
 Weight normalisation (Salimans & Kingma 2016): each layer holds `V`, `g`, `b` and uses
 W = g * V / ||V|| (norm per output unit). `weights(ema)` returns the effective (W, b), reading the
@@ -155,10 +158,14 @@ class _WeightNormLayer(tf.Module):
             self.g = tf.Variable(tf.ones([num_units]), name="g")
             self.b = tf.Variable(tf.zeros([num_units]), name="b")
 
-    def weights(self, ema=None):
-        """The effective kernel W = g * V/||V|| and the bias b (Polyak averages when `ema`)."""
+    def weights(self, ema=None, dtype=tf.float32):
+        """The effective kernel W = g * V/||V|| and the bias b (Polyak averages when `ema`),
+        computed in float32 and cast to `dtype`."""
         V, g, b = (averaged(v, ema) for v in (self.V, self.g, self.b))
-        return self._normalised_direction(V, g), b
+        W = self._normalised_direction(V, g)
+        if dtype == tf.float32:
+            return W, b
+        return tf.cast(W, dtype), tf.cast(b, dtype)
 
     def _pad_input(self, x):
         return x
@@ -173,7 +180,7 @@ class _WeightNormLayer(tf.Module):
         x = self._pad_input(x)
         if init:
             self._data_dependent_init(x)
-        return self._crop_output(self._linear(x, *self.weights(ema)))
+        return self._crop_output(self._linear(x, *self.weights(ema, x.dtype)))
 
     def _data_dependent_init(self, x):
         """Sets g, b so the output on x has per-unit mean 0 and std init_scale (moments over all
@@ -336,7 +343,8 @@ class GatedResnet(tf.Module):
             c1 = dropout(c1, self.dropout_p, dropout_seed)
         c2 = self.conv2(c1, ema=ema, init=init)
         if h is not None:
-            c2 += tf.matmul(tf.cast(h, c2.dtype), averaged(self.hw, ema))[:, None, None, :]
+            hw = tf.cast(averaged(self.hw, ema), c2.dtype)
+            c2 += tf.matmul(tf.cast(h, c2.dtype), hw)[:, None, None, :]
         return gated_residual(x, c2)
 
 

@@ -49,6 +49,7 @@ def test_two_replicas_of_b_images_take_the_step_of_one_device_on_2b():
     one = BigGANRun(bg.BigGANConfig(**CONFIG), global_batch=8)
     two = BigGANRun(bg.BigGANConfig(**CONFIG), global_batch=8, strategy=STRATEGY)
     assert two.model.strategy is STRATEGY and one.model.strategy.num_replicas_in_sync == 1
+    assert one.model.strategy is not STRATEGY
     images = tf.constant(photo_crops(8, 32, seed=4))
     labels = tf.constant(np.arange(8) % 3, tf.int32)
     seed = tf.constant([3, 0], tf.int64)

@@ -2,6 +2,7 @@
 installed into an empty directory, imports every package and runs `python3 -m train --help` and
 `python3 -m sample --help` from a directory outside the checkout."""
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,11 +16,15 @@ PACKAGES = ["data", "pixel_cnn_pp", "fast_generation", "glow", "biggan", "traine
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """The directory a wheel of the checkout was installed into (--target, no dependencies)."""
+    """The directory a wheel of the checkout was installed into (--target, no dependencies).
+    The wheel is built from a copy, so the build leaves nothing in the checkout."""
+    source = tmp_path_factory.mktemp("source") / "checkout"
+    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", "build", "*.egg-info", "__pycache__", ".pytest_cache", "datasets", "save"))
     wheels, target = tmp_path_factory.mktemp("wheels"), tmp_path_factory.mktemp("site")
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels),
-                    REPO_ROOT], check=True, cwd=str(wheels), capture_output=True)
+                    str(source)], check=True, cwd=str(wheels), capture_output=True)
     (wheel,) = wheels.glob("*.whl")
     with zipfile.ZipFile(wheel) as archive:
         assert not any(name.startswith("tests/") for name in archive.namelist())

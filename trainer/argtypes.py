@@ -8,3 +8,8 @@ def positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
+
+
+# --precision values (trainer.precision gives their dtypes); here so that parsing flags needs no
+# TensorFlow
+PRECISIONS = ("fp32", "bf16", "fp16")

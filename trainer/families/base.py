@@ -100,10 +100,11 @@ class Family:
     def train_step(self, run, images, labels, step_seed):
         """One update on a process batch, in cross-replica context; returns {name: the global
         batch's mean} for the logs (trainer.logger: per step and per epoch). `run` is the trainer.loop.Trainer: its model,
-        optimizers, ema, info and replicas (trainer.dist.Replicas). Default: minimise the mean
-        bits/dim of the global batch with optimizers["optimizer"], then one Polyak step; reports
-        the loss and the global norm of its gradient."""
-        model, replicas = run.model, run.replicas
+        optimizers, ema, loss_scale (trainer.precision), info and replicas (trainer.dist.Replicas).
+        Default: minimise the mean bits/dim of the global batch with optimizers["optimizer"],
+        then one Polyak step; reports the loss and the global norm of its gradient."""
+        model, replicas, loss_scale = run.model, run.replicas, run.loss_scale
+        optimizer = run.optimizers["optimizer"]
         variables, image_shape = tuple(model.trainable_variables), run.info.image_shape
 
         def replica_step(images, labels):
@@ -112,11 +113,18 @@ class Family:
                 nats = self.nats(model, images, labels, training=True,
                                  seed=replicas.seed(step_seed), step_seed=step_seed)
                 loss = tf.reduce_sum(bits_per_dim(nats, image_shape)) / replicas.global_batch
-            return loss, tape.gradient(loss, variables)
+                scaled_loss = loss_scale.scaled(loss)
+            grads, nonfinite = loss_scale.unscaled(tape.gradient(scaled_loss, variables))
+            return (loss, nonfinite), grads
 
-        loss, grads = replicas.sum_gradients(replica_step, (images, labels), variables)
-        run.optimizers["optimizer"].apply(grads, variables)
-        run.ema.apply()
+        (loss, nonfinite), grads = replicas.sum_gradients(replica_step, (images, labels),
+                                                          variables)
+
+        def apply():
+            optimizer.apply(grads, variables)
+            run.ema.apply()
+
+        loss_scale.apply_if_finite(nonfinite, apply, optimizer.iterations)
         return {"train_bits_per_dim": loss, "grad_norm": tf.linalg.global_norm(grads)}
 
     # -- sampling ----------------------------------------------------------------------------

@@ -62,8 +62,10 @@ def discriminator_replica_step(run, z, y_fake, x, y, share):
                          training=True)
         real_loss, fake_loss = bg.discriminator_hinge_loss(logits[share:], logits[:share])
         real_loss, fake_loss = real_loss / count, fake_loss / count
-        loss = real_loss + fake_loss
-    return (real_loss, fake_loss), tape.gradient(loss, model.D.trainable_variables)
+        scaled_loss = run.loss_scale.scaled(real_loss + fake_loss)
+    grads, nonfinite = run.loss_scale.unscaled(tape.gradient(scaled_loss,
+                                                             model.D.trainable_variables))
+    return (real_loss, fake_loss, nonfinite), grads
 
 
 def generator_replica_step(run, z, y_fake, share):
@@ -77,8 +79,10 @@ def generator_replica_step(run, z, y_fake, share):
         G_loss = bg.generator_hinge_loss(model.D(fake, y_fake, training=True)) / count
         G_ortho = model.ortho_loss() if model.config.G_ortho > 0 else tf.constant(0.0)
         G_ortho = G_ortho / count
-        total = G_loss + G_ortho
-    return (G_loss, G_ortho), tape.gradient(total, model.G.trainable_variables)
+        scaled_loss = run.loss_scale.scaled(G_loss + G_ortho)
+    grads, nonfinite = run.loss_scale.unscaled(tape.gradient(scaled_loss,
+                                                             model.G.trainable_variables))
+    return (G_loss, G_ortho, nonfinite), grads
 
 
 class BigGANFamily(Family):
@@ -177,19 +181,24 @@ class BigGANFamily(Family):
             z = tf.random.stateless_normal([batch, config.dim_z], seeds[2 * i])
             y_fake = bg.random_labels(batch, config.num_classes, seeds[2 * i + 1])
             real = (x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch])
-            (D_loss_real, D_loss_fake), grads = replicas.sum_gradients(
+            (D_loss_real, D_loss_fake, nonfinite), grads = replicas.sum_gradients(
                 lambda *a: discriminator_replica_step(run, *a), (z, y_fake, *real, share),
                 model.D.trainable_variables)
-            D.apply(grads, model.D.trainable_variables)
+            run.loss_scale.apply_if_finite(
+                nonfinite, lambda g=grads: D.apply(g, model.D.trainable_variables), D.iterations)
             D_grad_norm = tf.linalg.global_norm(grads)
         z = tf.random.stateless_normal([batch, config.dim_z], seeds[-2])
         y_fake = bg.random_labels(batch, config.num_classes, seeds[-1])
-        (G_loss, G_ortho), grads = replicas.sum_gradients(
+        (G_loss, G_ortho, nonfinite), grads = replicas.sum_gradients(
             lambda *a: generator_replica_step(run, *a), (z, y_fake, share),
             model.G.trainable_variables)
-        G.apply(grads, model.G.trainable_variables)
-        # BigGAN-PyTorch utils.ema: decay 0 (a copy of G) before ema_start G steps
-        tf.cond(G.iterations >= config.ema_start, run.ema.apply, run.ema.copy_variables)
+
+        def apply_G():
+            G.apply(grads, model.G.trainable_variables)
+            # BigGAN-PyTorch utils.ema: decay 0 (a copy of G) before ema_start G steps
+            tf.cond(G.iterations >= config.ema_start, run.ema.apply, run.ema.copy_variables)
+
+        run.loss_scale.apply_if_finite(nonfinite, apply_G, G.iterations)
         return {"D_loss": D_loss_real + D_loss_fake, "D_loss_real": D_loss_real,
                 "D_loss_fake": D_loss_fake, "G_loss": G_loss, "G_ortho": G_ortho,
                 "D_grad_norm": D_grad_norm, "G_grad_norm": tf.linalg.global_norm(grads)}
