@@ -12,10 +12,10 @@ import os
 import numpy as np
 import tensorflow as tf
 from PIL import Image
-from tqdm import tqdm
 
 import data
 from glow import model as glow_model
+from trainer.logger import progress
 
 BATCH = 64  # images per encoder call
 
@@ -51,7 +51,7 @@ def encode_images(model, images, labels=None, ema=None):
     of BATCH with a progress bar for more than one batch."""
     starts = range(0, len(images), BATCH)
     parts = []
-    for start in tqdm(starts, desc="encoding", leave=False, disable=len(starts) < 2):
+    for start in progress(starts, desc="encoding", disable=len(starts) < 2):
         y = None if labels is None else labels[start:start + BATCH]
         eps = model.encode(images[start:start + BATCH], model_labels(model, y), ema)
         parts.append(model.flatten(eps).numpy())
