@@ -170,7 +170,7 @@ def write_set(name, root, side, count):
 # ---------------------------------------------------------------------------------------------
 # Measuring, each run in its own process
 
-def peak_rss_mb():
+def peak_rss_mib():
     """This process's peak resident memory (VmHWM: unlike ru_maxrss, not carried over from the
     process that started it)."""
     with open("/proc/self/status") as status:
@@ -197,7 +197,7 @@ def measure(name, data_dir, image_size, cache_dir, batch_size):
         "images": count, "images_per_s": count / (ended - started),
         "steady_images_per_s": (count - first_batch) / (ended - first_batch_at),
         "first_batch_s": first_batch_at - started, "cores": cpu_seconds / (ended - started),
-        "rss_mb": peak_rss_mb()}))
+        "rss_mib": peak_rss_mib()}))
 
 
 def run_measure(name, data_dir, image_size, cache_dir, batch_size):
@@ -237,7 +237,7 @@ def main():
     print(f"{len(os.sched_getaffinity(0))} CPUs, load average {os.getloadavg()[0]:.1f}; "
           f"data in {work}", flush=True)
     print("| loader | size | train images | first run: img/s incl. cache build (cores used) | "
-          "later run: s to first batch | later run: img/s after it | peak RSS MB first, later |")
+          "later run: s to first batch | later run: img/s after it | peak RSS MiB first, later |")
     print("|---|---|---|---|---|---|---|")
     try:
         for side in [int(s) for s in args.sizes.split(",")]:
@@ -252,8 +252,8 @@ def main():
                 later = run_measure(name, data_dir, image_size, cache_dir, args.batch_size)
                 print(f"| {name} | {side} | {first['images']} | {first['images_per_s']:,.0f} "
                       f"({first['cores']:.2f}) | {later['first_batch_s']:.2f} | "
-                      f"{later['steady_images_per_s']:,.0f} | {first['rss_mb']:,.0f}, "
-                      f"{later['rss_mb']:,.0f} |", flush=True)
+                      f"{later['steady_images_per_s']:,.0f} | {first['rss_mib']:,.0f}, "
+                      f"{later['rss_mib']:,.0f} |", flush=True)
                 shutil.rmtree(data_dir, ignore_errors=True)
                 shutil.rmtree(cache_dir, ignore_errors=True)
     finally:
