@@ -242,7 +242,9 @@ def build_array(path, paths, image_shape, decode, description):
              for start, stop in chunks if not finished[start:stop].all()]
     with open(done_log, "a") as log, tqdm(total=len(paths), unit="img", desc=description,
                                           initial=len(paths) - sum(b - a for (a, b), _ in tasks),
-                                          smoothing=0.1, leave=False) as bar:
+                                          smoothing=0.1, leave=False,
+                                          # a log file gets a line every 30 s, not every 0.1 s
+                                          mininterval=0.1 if sys.stderr.isatty() else 30) as bar:
         def chunk_finished(rows, error):
             if error is not None:
                 raise DataError(error)
