@@ -107,7 +107,8 @@ def test_temperature_rows_are_deterministic_by_seed(glow_run, tmp_path, capsys):
         assert code == 0, captured.err
         stored = np.load(tmp_path / f"{name}.npz")
         outputs[name] = stored["images"].reshape(-1, int(stored["columns"]), 8, 8, 3)
-    np.testing.assert_array_equal(stored["temperatures"], np.float32([0, 0, 0, .5, .5, .5, 1, 1, 1]))
+    np.testing.assert_array_equal(stored["temperatures"],
+                                  np.float32([0, 0, 0, .5, .5, .5, 1, 1, 1]))
     assert outputs["a"].shape == (3, 3, 8, 8, 3)  # one row per temperature
     np.testing.assert_array_equal(outputs["a"], outputs["b"])
     assert not np.array_equal(outputs["a"][2], outputs["c"][2])

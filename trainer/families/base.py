@@ -99,8 +99,9 @@ class Family:
 
     def train_step(self, run, images, labels, step_seed):
         """One update on a process batch, in cross-replica context; returns {name: the global
-        batch's mean} for the logs (trainer.logger: per step and per epoch). `run` is the trainer.loop.Trainer: its model,
-        optimizers, ema, loss_scale (trainer.precision), info and replicas (trainer.dist.Replicas).
+        batch's mean} for the logs (trainer.logger: per step and per epoch). `run` is the
+        trainer.loop.Trainer: its model, optimizers, ema, loss_scale (trainer.precision), info
+        and replicas (trainer.dist.Replicas).
         Default: minimise the mean bits/dim of the global batch with optimizers["optimizer"],
         then one Polyak step; reports the loss and the global norm of its gradient."""
         model, replicas, loss_scale = run.model, run.replicas, run.loss_scale
