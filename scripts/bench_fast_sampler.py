@@ -8,6 +8,9 @@ on training). Example (default PixelCNN++, 32x32x3, F=160, R=5, M=10):
 
     python scripts/bench_fast_sampler.py --batch_sizes 1,16
     python scripts/bench_fast_sampler.py --batch_sizes 4 --nr_filters 32 --nr_resnet 1   # quick
+    python scripts/bench_fast_sampler.py --batch_sizes 16 --precisions fp32,bf16 --naive_pixels 0
+With several --precisions every batch size is measured once per policy (trainer/precision.py;
+a model per policy with the same weights), interleaved, and the fast samplers' time ratio printed.
 """
 import argparse
 import os
@@ -22,6 +25,7 @@ import tensorflow as tf  # noqa: E402
 from fast_generation import sample_fast  # noqa: E402
 from pixel_cnn_pp import nn  # noqa: E402
 from pixel_cnn_pp.model import PixelCNNConfig, PixelCNNPP  # noqa: E402
+from trainer import precision  # noqa: E402
 
 # Fast PixelCNN++ README chart (PrajitR/fast-pixel-cnn, Tesla K40): speed-up by batch size
 ORIGINAL_SPEEDUPS = {1: 2, 2: 4, 4: 6, 8: 10, 16: 18, 32: 33, 64: 61, 128: 109, 256: 183}
@@ -43,7 +47,12 @@ def parse_args(argv=None):
                         help="pixels of the naive sampler to time, to check the H*W x forward "
                              "estimate (0: skip)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--precisions", default="fp32",
+                        help="comma list of precision policies, e.g. fp32,bf16")
     args = parser.parse_args(argv)
+    args.precisions = args.precisions.split(",")
+    if not set(args.precisions) <= set(precision.POLICIES):
+        parser.error(f"--precisions: a comma list of {sorted(precision.POLICIES)}")
     try:
         args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
         sizes = [int(s) for s in args.image_size.lower().split("x")]
@@ -93,33 +102,40 @@ def main(argv=None):
     except ValueError as error:
         sys.exit(f"bench_fast_sampler.py: {error}")
     height, width, _ = config.image_shape
-    tf.random.set_seed(args.seed)
-    model = PixelCNNPP(config)
-    model.initialize(tf.random.uniform((16,) + config.image_shape, -1.0, 1.0), seed=[args.seed, 0])
-    forward = tf.function(lambda x: model(x))
+    models = {}
+    for policy in args.precisions:  # the same weights under every policy
+        tf.random.set_seed(args.seed)
+        models[policy] = precision.apply(PixelCNNPP(config), policy)
+        models[policy].initialize(tf.random.uniform((16,) + config.image_shape, -1.0, 1.0,
+                                                    seed=args.seed), seed=[args.seed, 0])
     print(f"PixelCNN++ {height}x{width}x{config.image_shape[2]}, F={config.nr_filters}, "
           f"R={config.nr_resnet}, M={config.nr_logistic_mix}, {config.resnet_nonlinearity}, "
-          f"{model.num_parameters():,} parameters; {os.cpu_count()} CPU cores, TF {tf.__version__}",
-          flush=True)
-
-    header = (f"{'batch':>5} {'forward s':>10} {'naive s (HW x fwd)':>19} {'naive s/pixel':>14} "
-              f"{'fast s':>8} {'fast 1st call s':>16} {'speed-up':>9} {'fast/fwd':>9} "
-              f"{'original':>9}")
+          f"{models[args.precisions[0]].num_parameters():,} parameters; {os.cpu_count()} CPU "
+          f"cores, TF {tf.__version__}", flush=True)
+    header = (f"{'batch':>5} {'policy':>6} {'forward s':>10} {'naive s (HW x fwd)':>19} "
+              f"{'naive s/pixel':>14} {'fast s':>8} {'fast 1st call s':>16} {'speed-up':>9} "
+              f"{'fast/fwd':>9} {'original':>9}")
     print(header, flush=True)
     for batch in args.batch_sizes:
         images = tf.random.uniform((batch,) + config.image_shape, -1.0, 1.0, seed=batch)
-        timed(forward, images)  # trace
-        forward_seconds = min(timed(forward, images) for _ in range(2))
-        naive_seconds = height * width * forward_seconds
-        per_pixel = (naive_pixel_seconds(model, images, [args.seed, 1], args.naive_pixels)
-                     if args.naive_pixels else float("nan"))
-        first_call = timed(sample_fast, model, batch, [args.seed, 2])  # trace + run
-        fast_seconds = timed(sample_fast, model, batch, [args.seed, 2])
-        original = ORIGINAL_SPEEDUPS.get(batch)
-        print(f"{batch:>5} {forward_seconds:>10.3f} {naive_seconds:>19.1f} {per_pixel:>14.3f} "
-              f"{fast_seconds:>8.2f} {first_call:>16.2f} {naive_seconds / fast_seconds:>8.0f}x "
-              f"{fast_seconds / forward_seconds:>8.2f}x "
-              f"{'' if original is None else str(original) + 'x':>9}", flush=True)
+        fast = {}
+        for policy, model in models.items():
+            forward = tf.function(lambda x, model=model: model(x))
+            timed(forward, images)  # trace
+            forward_seconds = min(timed(forward, images) for _ in range(2))
+            naive_seconds = height * width * forward_seconds
+            per_pixel = (naive_pixel_seconds(model, images, [args.seed, 1], args.naive_pixels)
+                         if args.naive_pixels else float("nan"))
+            first_call = timed(sample_fast, model, batch, [args.seed, 2])  # trace + run
+            fast[policy] = fast_seconds = timed(sample_fast, model, batch, [args.seed, 2])
+            original = ORIGINAL_SPEEDUPS.get(batch)
+            print(f"{batch:>5} {policy:>6} {forward_seconds:>10.3f} {naive_seconds:>19.1f} "
+                  f"{per_pixel:>14.3f} {fast_seconds:>8.2f} {first_call:>16.2f} "
+                  f"{naive_seconds / fast_seconds:>8.0f}x {fast_seconds / forward_seconds:>8.2f}x "
+                  f"{'' if original is None else str(original) + 'x':>9}", flush=True)
+        for policy in args.precisions[1:]:
+            print(f"{batch:>5} fast {args.precisions[0]} / {policy} time: "
+                  f"x{fast[args.precisions[0]] / fast[policy]:.2f}", flush=True)
     print("\nspeed-up = naive / fast, naive = H*W x one forward pass over the batch (the naive "
           "s/pixel column times the first pixels of the naive loop to check it); fast/fwd = fast "
           "sampling time in forward passes; 'fast 1st call' includes tracing (once per model: "

@@ -4,13 +4,15 @@
   python scripts/bench_glow.py --only speed --steps 5  # quick look
   python scripts/bench_glow.py --only speed --modes graph --rounds 5   # ours vs TFP, graph mode
   python scripts/bench_glow.py --stability_steps 2000  # + long run at lr 1e-3 with linear warmup
+  python scripts/bench_glow.py --only speed --modes graph,graph-bf16 --skip_tfp   # bf16 / fp32
 
 Default model: 32x32x3, n_levels 3, depth 32, width 400, affine coupling, LU 1x1 conv, learntop,
 batch 8, trained on random 32x32 crops of skimage's real photos (astronaut, chelsea, coffee, rocket).
 Speed: training img/s (loss + gradient + the trainer's Adamax update) and log-likelihood img/s, each
 as a tf.function with and without jit_compile, for this Glow and (when tensorflow_probability is
 installed) TFP's tfb.Glow of the same size with the same optimizer, timed in interleaved rounds with
-the median ratio printed. Memory: peak RSS of a fresh process doing init + training steps, with and
+the median ratio printed; mode graph-bf16 is ours under the bf16 policy (trainer/precision.py: the
+coupling networks in bfloat16), against ours in graph mode. Memory: peak RSS of a fresh process doing init + training steps, with and
 without gradient checkpointing (each mode in its own subprocess so the peaks do not mix).
 """
 import argparse
@@ -30,7 +32,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from glow.model import Glow, GlowConfig
-from trainer import optim
+from trainer import optim, precision
 
 
 def parse_args(argv=None):
@@ -44,7 +46,9 @@ def parse_args(argv=None):
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (speed)")
-    p.add_argument("--modes", default="graph,xla", help="graph (tf.function), xla (jit_compile), or both")
+    p.add_argument("--modes", default="graph,xla",
+                   help="comma list of graph (tf.function), xla (jit_compile), graph-bf16 (ours "
+                        "under the bf16 policy)")
     p.add_argument("--skip_tfp", action="store_true", help="do not time TFP's tfb.Glow")
     p.add_argument("--only", choices=["speed", "memory", "none"], default=None,
                    help="run only this part (none: only the stability run)")
@@ -53,8 +57,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup_steps", type=int, default=200)
     p.add_argument("--memory_child", type=int, choices=[0, 1], default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if not set(args.modes.split(",")) <= {"graph", "xla"}:
-        p.error(f"--modes {args.modes!r}: choose graph, xla or graph,xla")
+    if not set(args.modes.split(",")) <= {"graph", "xla", "graph-bf16"}:
+        p.error(f"--modes {args.modes!r}: a comma list of graph, xla, graph-bf16")
     return args
 
 
@@ -169,15 +173,19 @@ def bench_speed(args):
     model = make_model(args)
     print(f"glow: {model.num_parameters():,} parameters, batch {args.batch_size}, {args.steps} timed "
           f"steps x {args.rounds} rounds")
-    builders = {"ours": lambda jit: glow_steps(model, jit)}
+    low_precision = precision.apply(make_model(args), "bf16")  # the same initial weights
+    builders = {"ours": lambda mode: glow_steps(low_precision if mode == "graph-bf16" else model,
+                                                mode == "xla")}
     tfp_builder = None if args.skip_tfp else tfp_steps(args, batches)
     if tfp_builder:
-        builders["tfp"] = tfp_builder
+        builders["tfp"] = lambda mode: tfp_builder(mode == "xla")
     lr = tf.constant(1e-4)
     calls = {}
     for name, build in builders.items():
         for mode in args.modes.split(","):
-            train_step, likelihood = build(mode == "xla")
+            if name == "tfp" and mode == "graph-bf16":
+                continue
+            train_step, likelihood = build(mode)
             train = lambda i, x, f=train_step: f(x, tf.constant([i, 0]), lr)
             ll = lambda i, x, f=likelihood: f(x, tf.constant([i, 0]))
             started = time.perf_counter()
@@ -204,6 +212,12 @@ def bench_speed(args):
     for key, values in rates.items():
         print(f"  {key[0]:4} {key[1]:5}  train {np.median([v[0] for v in values]):7.2f} img/s   "
               f"log-likelihood {np.median([v[1] for v in values]):7.2f} img/s")
+    if ("ours", "graph-bf16") in rates and ("ours", "graph") in rates:
+        ratios = [[b[k] / f[k] for b, f in zip(rates["ours", "graph-bf16"], rates["ours", "graph"])]
+                  for k in (0, 1)]
+        print(f"  ours bf16 / fp32 (graph): train x{np.median(ratios[0]):.2f} (rounds "
+              f"{', '.join(f'{v:.2f}' for v in ratios[0])}), log-likelihood "
+              f"x{np.median(ratios[1]):.2f}")
     for mode in args.modes.split(","):
         for ours_mode in args.modes.split(","):
             if ("ours", ours_mode) in rates and ("tfp", mode) in rates:

@@ -4,7 +4,9 @@ For each configuration (the default 53.7M-parameter model, a mid-sized one, and 
 without dropout, which shows what dropout costs) this measures, in one process, images/s of
   * a training step: loss with dropout, gradients, the trainer's Adam update (trainer/optim.py);
   * log-likelihood evaluation: per-image NLL without dropout;
-once as a plain tf.function and once with jit_compile=True, and prints the XLA/plain ratios.
+once as a plain tf.function and once with jit_compile=True, and prints the XLA/plain ratios;
+with --precisions fp32,bf16 also under the bf16 policy (trainer/precision.py; its own model with
+the same weights), with the bf16/fp32 ratios.
 When tensorflow_probability and tf_keras import, TFP's tfd.PixelCNN at its paper configuration
 (5 resnets, 3 hierarchies, 160 filters, 10 mixtures, dropout 0.5) is timed alongside.
 All steps are compiled first, then timed in --rounds interleaved rounds (medians and the per-round
@@ -15,6 +17,7 @@ the same steps in a fresh process of their own, and their peak RSS are printed s
 
     python scripts/bench_pixelcnn.py --iterations 5 --batch_size 8
     python scripts/bench_pixelcnn.py --memory
+    python scripts/bench_pixelcnn.py --configs default --jit 0 --precisions fp32,bf16
 """
 import argparse
 import os
@@ -31,7 +34,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from pixel_cnn_pp.model import PixelCNNConfig, PixelCNNPP, to_model_input  # noqa: E402
-from trainer import optim  # noqa: E402
+from trainer import optim, precision  # noqa: E402
 
 CONFIGS = {
     "default": dict(nr_resnet=5, nr_filters=160, nr_logistic_mix=10),
@@ -62,22 +65,31 @@ def images_per_second(fn, args_for_step, batch_size, iterations):
     return batch_size * iterations / (time.perf_counter() - start)
 
 
-def ours_steps(name, batch_size, jit_modes):
-    """{(name, mode): (train_step, log_likelihood, x)} for one of our configurations."""
+def mode_name(jit, policy):
+    return ("xla" if jit else "graph") + ("" if policy == "fp32" else f"-{policy}")
+
+
+def ours_steps(name, batch_size, jit_modes, policies=("fp32",)):
+    """{(name, mode): (train_step, log_likelihood, x)} for one of our configurations, a model
+    per precision policy (the same initial weights)."""
     config = PixelCNNConfig(image_shape=(32, 32, 3), **CONFIGS[name])
-    model = PixelCNNPP(config)
     rng = np.random.default_rng(0)
     x = to_model_input(rng.integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8))
-    model.initialize(x, seed=[0, 0])
-    print(f"[{name}] nr_resnet={config.nr_resnet} nr_filters={config.nr_filters} "
-          f"nr_logistic_mix={config.nr_logistic_mix} dropout_p={config.dropout_p} "
-          f"params={model.num_parameters():,}")
     steps = {}
-    for jit in jit_modes:
-        train_step = make_train_step(lambda images, seed: model.loss(images, training=True, seed=seed),
-                                     model.trainable_variables, jit)
-        log_likelihood = tf.function(lambda images: model.loss(images), jit_compile=jit)
-        steps[name, "xla" if jit else "graph"] = (train_step, log_likelihood, x)
+    for policy in policies:
+        tf.random.set_seed(0)
+        model = precision.apply(PixelCNNPP(config), policy)
+        model.initialize(x, seed=[0, 0])
+        print(f"[{name} {policy}] nr_resnet={config.nr_resnet} nr_filters={config.nr_filters} "
+              f"nr_logistic_mix={config.nr_logistic_mix} dropout_p={config.dropout_p} "
+              f"params={model.num_parameters():,}")
+        for jit in jit_modes:
+            train_step = make_train_step(
+                lambda images, seed, model=model: model.loss(images, training=True, seed=seed),
+                model.trainable_variables, jit)
+            log_likelihood = tf.function(lambda images, model=model: model.loss(images),
+                                         jit_compile=jit)
+            steps[name, mode_name(jit, policy)] = (train_step, log_likelihood, x)
     return steps
 
 
@@ -108,7 +120,7 @@ def bench(args, names, jit_modes):
     steps = {}
     if not args.skip_ours:
         for name in names:
-            steps.update(ours_steps(name, args.batch_size, jit_modes))
+            steps.update(ours_steps(name, args.batch_size, jit_modes, args.precisions))
     if not args.skip_tfp:
         steps.update(tfp_steps(args.batch_size))
     calls = {}
@@ -142,6 +154,18 @@ def bench(args, names, jit_modes):
         if (name, "graph") in rates and (name, "xla") in rates:
             print(f"  {name} XLA / graph: train x{median_ratio(rates, (name, 'xla'), (name, 'graph'), 0):.2f}, "
                   f"log-likelihood x{median_ratio(rates, (name, 'xla'), (name, 'graph'), 1):.2f}")
+    for name in names:
+        for policy in args.precisions[1:]:
+            low, high = (name, mode_name(False, policy)), (name, "graph")
+            if low in rates and high in rates:
+                per_round = [a[0] / b[0] for a, b in zip(rates[low], rates[high])]
+                print(f"  {name} {policy} / fp32 (graph): train x{np.median(per_round):.2f} "
+                      f"(rounds {', '.join(f'{v:.2f}' for v in per_round)}), log-likelihood "
+                      f"x{median_ratio(rates, low, high, 1):.2f}")
+            if low in rates and ("tfp", "graph") in rates:
+                print(f"  ours ({name}, {policy}) / TFP: train "
+                      f"x{median_ratio(rates, low, ('tfp', 'graph'), 0):.2f}, log-likelihood "
+                      f"x{median_ratio(rates, low, ('tfp', 'graph'), 1):.2f}")
     if ("default", "graph") in rates and ("tfp", "graph") in rates:
         per_round = [o[0] / t[0] for o, t in zip(rates["default", "graph"], rates["tfp", "graph"])]
         print(f"  ours (default, graph) / TFP: train x{np.median(per_round):.2f} (rounds "
@@ -185,12 +209,19 @@ def main():
     parser.add_argument("--configs", default="default,mid", help=f"comma list of {sorted(CONFIGS)}")
     parser.add_argument("--jit", choices=["0", "1", "both"], default="both",
                         help="our models in graph mode (0), with XLA (1) or both")
+    parser.add_argument("--precisions", default="fp32",
+                        help="comma list of precision policies for our models, fp32 first "
+                             "(e.g. fp32,bf16)")
     parser.add_argument("--skip_tfp", action="store_true", help="do not time tfd.PixelCNN")
     parser.add_argument("--skip_ours", action="store_true", help="time tfd.PixelCNN alone")
     parser.add_argument("--memory", action="store_true",
                         help="peak memory of ours and of TFP, each in a fresh process")
     args = parser.parse_args()
     names = args.configs.split(",")
+    args.precisions = args.precisions.split(",")
+    if args.precisions[0] != "fp32" or not set(args.precisions) <= set(precision.POLICIES):
+        parser.error(f"--precisions: a comma list of {sorted(precision.POLICIES)} starting "
+                     f"with fp32")
     unknown = [n for n in names if n not in CONFIGS]
     if unknown or min(args.batch_size, args.iterations, args.warmup, args.rounds) < 1:
         parser.error(f"unknown configs {unknown}; choose from {sorted(CONFIGS)}" if unknown

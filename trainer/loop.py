@@ -27,6 +27,7 @@ stay on their epoch schedule. With several processes, rank 0's weights are broad
 init and after a resume, every process agrees each step on whether to save or stop (so all stop
 at the same step), and only rank 0 prints, logs, samples and writes the checkpoint.
 """
+import json
 import math
 import os
 import shutil
@@ -72,9 +73,11 @@ def pad_batch(images, labels, size):
 
 
 def checked_model_config(family, args, info):
-    """The family's model configuration for these flags and data; ConfigError when impossible."""
+    """The family's model configuration for these flags and data, as a checkpoint stores it
+    (JSON: tuples become lists), so it compares equal with a stored one; ConfigError when
+    impossible."""
     try:
-        return family.model_config(args, info)
+        return json.loads(json.dumps(family.model_config(args, info)))
     except ValueError as error:
         raise ConfigError(str(error)) from None
 
@@ -199,11 +202,12 @@ class Trainer:
         if stored.get("model") != self.family.name:
             raise ckpt.CheckpointError(f"{path} holds a {stored.get('model')!r} model, not "
                                        f"{self.family.name!r}; pass --model {stored.get('model')}")
-        if stored["model_config"] != self.model_config:
-            changed = sorted(key for key in set(stored["model_config"]) | set(self.model_config)
-                             if stored["model_config"].get(key) != self.model_config.get(key))
+        current = json.loads(json.dumps(self.model_config))  # as stored: tuples become lists
+        if stored["model_config"] != current:
+            changed = sorted(key for key in set(stored["model_config"]) | set(current)
+                             if stored["model_config"].get(key) != current.get(key))
             details = ", ".join(f"{key}={stored['model_config'].get(key)} (now "
-                                f"{self.model_config.get(key)})" for key in changed)
+                                f"{current.get(key)})" for key in changed)
             raise ckpt.CheckpointError(f"{path} was trained with {details}; pass the same "
                                        f"model flags to resume")
 

@@ -16,11 +16,12 @@ from trainer.logger import LOG_FILE
 LOCK_FILE = "run.lock"
 
 # Flags a resume may change, logged: they do not alter the steps the run takes (schedule,
-# checkpoints, logging, samples, where the data lies). A differing value of any other flag is
+# checkpoints, logging, samples, where the data lies), or, for precision, only their rounding
+# (checkpoints do not depend on it: trainer/precision.py). A differing value of any other flag is
 # refused unless --override names it (then it is logged too).
 CHANGEABLE_ON_RESUME = {
     "max_epochs", "save_interval", "save_steps", "save_minutes", "keep_checkpoints",
-    "log_interval", "num_samples", "sample_batch_size", "sheet_width", "data_dir"}
+    "log_interval", "num_samples", "sample_batch_size", "sheet_width", "data_dir", "precision"}
 # Flags that say how this process is invoked, not what the run is: never taken or compared.
 INVOCATION_FLAGS = {"save_dir", "load_params", "eval_only", "out", "checkpoint", "override"}
 # May change together when the images per step (their product) stay the same.
