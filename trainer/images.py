@@ -78,9 +78,13 @@ def with_row_labels(grid, labels, row_height):
 def write_atomic(path, payload):
     """Write bytes to `path` through a temporary file, so no reader ever sees half a file."""
     temporary = f"{path}.tmp{os.getpid()}"
-    with open(temporary, "wb") as file:
-        file.write(payload)
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb") as file:
+            file.write(payload)
+        os.replace(temporary, path)
+    finally:  # a failed write (full disk) leaves no temporary file behind
+        if os.path.exists(temporary):
+            os.remove(temporary)
 
 
 def save_png(path, image):

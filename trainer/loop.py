@@ -37,7 +37,6 @@ import time
 import numpy as np
 import tensorflow as tf
 import data
-from data.pipeline import shard_indices
 from data.pixels import bits_per_dim
 from trainer import checkpoint as ckpt
 from trainer import dist, precision, run_dir
@@ -115,7 +114,8 @@ class Trainer:
         if args.eval_only and not family.has_likelihood:
             raise ConfigError(f"--eval_only: {family.name} has no likelihood to evaluate; sample "
                               f"it with sample.py instead")
-        self.info = data.info(args.data_set, args.data_dir, args.image_size)
+        self.info = data.info(args.data_set, args.data_dir, args.image_size,
+                              cache_dir=args.cache_dir)
         self.model_config = checked_model_config(family, args, self.info)
         self.replicas = dist.Replicas(strategy, args.batch_size, self.processes)
         self.process_batch = self.replicas.process_batch
@@ -124,6 +124,15 @@ class Trainer:
             self.info, self.global_batch,
             f"{args.batch_size} x {self.replicas.local_replicas} devices x "
             f"{self.processes.size} processes")
+        if self.processes.size > 1:  # file-sharded streams: every process takes as many steps
+            # as the smallest shard allows
+            smallest = min(len(self.shard_positions("train", rank))
+                           for rank in range(self.processes.size))
+            self.steps_per_epoch = min(self.steps_per_epoch, smallest // self.process_batch)
+            if self.steps_per_epoch == 0:
+                raise ConfigError(f"a process's shard of the train split of {args.data_set!r} "
+                                  f"has {smallest} images, fewer than one process batch "
+                                  f"({self.process_batch}); lower --batch_size or --nr_gpu")
         self.ema_decay = family.ema_decay(args, self.steps_per_epoch)
 
         tf.random.set_seed(args.seed)  # the initial weights
@@ -217,7 +226,7 @@ class Trainer:
         on the same (unsharded) batch; _broadcast_state then makes rank 0's values exact
         everywhere, as openai/glow's broadcast after its init."""
         init_batch = data.load(self.args.data_set, self.args.data_dir, "train",
-                               image_size=self.args.image_size,
+                               image_size=self.args.image_size, cache_dir=self.args.cache_dir,
                                batch_size=self.args.init_batch_size, shuffle=True,
                                seed=self.args.seed, epoch=0, prefetch=False)
         images, labels = next(iter(init_batch))
@@ -332,11 +341,12 @@ class Trainer:
         steps_per_epoch batches of process_batch images, without the first `skip` (trained
         before a mid-epoch checkpoint)."""
         batches = data.load(self.args.data_set, self.args.data_dir, "train",
-                            image_size=self.args.image_size, batch_size=self.process_batch,
+                            image_size=self.args.image_size, cache_dir=self.args.cache_dir,
+                            batch_size=self.process_batch,
                             shuffle=True, seed=self.args.seed, epoch=epoch, drop_remainder=True,
                             num_shards=self.processes.size, shard_index=self.processes.rank,
                             skip_batches=skip)
-        # shards differ by at most one image: every process takes the same number of steps
+        # every process takes the same number of steps (the smallest shard's)
         return batches.take(self.steps_per_epoch - skip)
 
     def test_batches(self):
@@ -344,9 +354,15 @@ class Trainer:
         (the last one partial), and the split positions of its images."""
         size, rank = self.processes.size, self.processes.rank
         batches = data.load(self.args.data_set, self.args.data_dir, "test",
-                            image_size=self.args.image_size, batch_size=self.process_batch,
-                            num_shards=size, shard_index=rank)
-        return batches, shard_indices(self.info.split_sizes["test"], size, rank)
+                            image_size=self.args.image_size, cache_dir=self.args.cache_dir,
+                            batch_size=self.process_batch, num_shards=size, shard_index=rank)
+        return batches, self.shard_positions("test", rank)
+
+    def shard_positions(self, split, rank):
+        """The split positions of the examples process `rank` reads (data.shard_positions)."""
+        return data.shard_positions(self.args.data_set, self.args.data_dir, split,
+                                    self.processes.size, rank, image_size=self.args.image_size,
+                                    cache_dir=self.args.cache_dir)
 
     def train_epoch(self, epoch, logger=None):
         """One pass over this process's shard of the shuffled train split; returns the mean of
