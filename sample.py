@@ -67,6 +67,7 @@ def parse_args(argv=None):
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
                         help="compute dtype of the network while sampling or in the export: "
                              "fp32, bf16 or fp16 (default: the run's)")
+    flags.add_cache_dir_argument(parser)
     parser.add_argument("--export", default=None, metavar="DIR",
                         help="write a hub-style SavedModel (z, y, truncation -> images in [-1, 1]) "
                              "to DIR instead of sampling; see trainer/export.py")
@@ -152,6 +153,7 @@ def main(argv=None):
             checkpoint.candidates(args.save_dir, args.checkpoint),
             lambda path: load(args, given_by_family, path),
             notify=lambda line: print(line, file=sys.stderr))
+        args.checkpoint = path  # the checkpoint restored (a family may cache files beside it)
         policy = args.precision or stored["flags"].get("precision") or precision.DEFAULT_POLICY
         precision.check_devices(policy)
         precision.apply(model, policy)

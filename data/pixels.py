@@ -1,7 +1,8 @@
-"""The pixel conventions every model family shares: 8-bit images as floats in [-1, 1] and back,
-and a per-image negative log-likelihood in nats as bits per sub-pixel."""
+"""The conventions every model family shares: 8-bit images as floats in [-1, 1] and back, a
+per-image negative log-likelihood in nats as bits per sub-pixel, and stateless seeds."""
 import math
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -19,3 +20,11 @@ def to_uint8(x):
 def bits_per_dim(nats_per_image, image_shape):
     """Negative log-likelihood per image in nats -> bits per sub-pixel: nats / (H*W*C*ln 2)."""
     return nats_per_image / (math.prod(image_shape) * math.log(2.0))
+
+
+def as_seed(seed):
+    """An int32 [2] seed for TF's stateless random ops: an int s is [s mod 2^31, 0]; a pair of
+    ints or an int tensor [2] is taken as it is."""
+    if isinstance(seed, (int, np.integer)):
+        return tf.constant([int(seed) % (2 ** 31), 0], tf.int32)
+    return tf.cast(tf.convert_to_tensor(seed), tf.int32)

@@ -44,7 +44,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from data.pixels import bits_per_dim
+from data.pixels import as_seed, bits_per_dim
 from glow import nn
 
 PERMUTATIONS = {0: "reverse", 1: "shuffle", 2: "1x1 conv", 3: "LU 1x1 conv"}
@@ -130,13 +130,6 @@ def postprocess(x, n_bits_x):
     n_bins = 2 ** n_bits_x
     x = tf.floor((x + 0.5) * n_bins) * (256 // n_bins)
     return tf.cast(tf.clip_by_value(x, 0, 255), tf.uint8)
-
-
-def as_seed(seed):
-    """An int or an int [2] tensor -> an int32 [2] seed for TF's stateless RNG."""
-    if isinstance(seed, (int, np.integer)):
-        return tf.constant([int(seed) % (2 ** 31), 0], tf.int32)
-    return tf.cast(seed, tf.int32)
 
 
 def dequantize(x, n_bits_x, seed):

@@ -83,23 +83,23 @@ def interpolate_images(model, images, labels, steps, ema=None):
     return decode_flat(model, path, path_labels, ema), path
 
 
-def attribute_table(data_set, data_dir, image_size, count):
+def attribute_table(data_set, data_dir, image_size, count, cache_dir=None):
     """(attribute names, flags [N, A] of +-1 / 0, images [N, H, W, C]) of the first `count`
     training images of a labelled data set: its attributes if it has any (CelebA-HQ), else its
     classes one-vs-rest."""
     try:
-        info = data.info(data_set, data_dir, image_size)
+        info = data.info(data_set, data_dir, image_size, cache_dir=cache_dir)
         batches = -(-count // BATCH)
         if info.attribute_names:
             parts = [(x.numpy(), a.numpy()) for x, _, a in data.load(
-                data_set, data_dir, "train", image_size=image_size, batch_size=BATCH,
-                with_attributes=True).take(batches)]
+                data_set, data_dir, "train", image_size=image_size, cache_dir=cache_dir,
+                batch_size=BATCH, with_attributes=True).take(batches)]
             names = list(info.attribute_names)
             table = np.concatenate([a for _, a in parts])[:count]
         elif info.num_classes:
             parts = [(x.numpy(), y.numpy()) for x, y in data.load(
-                data_set, data_dir, "train", image_size=image_size, batch_size=BATCH,
-                shuffle=True, seed=0).take(batches)]
+                data_set, data_dir, "train", image_size=image_size, cache_dir=cache_dir,
+                batch_size=BATCH, shuffle=True, seed=0).take(batches)]
             names = list(info.class_names) or [str(k) for k in range(info.num_classes)]
             classes = np.concatenate([y for _, y in parts])[:count]
             table = (classes[:, None] == np.arange(info.num_classes)[None]).astype(np.int32)
@@ -112,11 +112,12 @@ def attribute_table(data_set, data_dir, image_size, count):
     return names, table, images
 
 
-def attribute_vectors(model, ema, data_set, data_dir, image_size, count, cache_prefix):
+def attribute_vectors(model, ema, data_set, data_dir, image_size, count, cache_prefix,
+                      cache_dir=None):
     """(names, vectors [A, D]) from `count` training images of `data_set`, cached as
     <cache_prefix>.glow_attributes_<set>_<key>.npy (the key hashes the set, its location and the
     count)."""
-    names, table, images = attribute_table(data_set, data_dir, image_size, count)
+    names, table, images = attribute_table(data_set, data_dir, image_size, count, cache_dir)
     location = os.path.abspath(data_dir)
     key = hashlib.sha1(f"{data_set}|{location}|{len(images)}|{names}".encode()).hexdigest()[:10]
     cache = f"{cache_prefix}.glow_attributes_{data_set}_{key}.npy"
@@ -155,11 +156,12 @@ def manipulate_images(model, images, labels, vector, alphas, ema=None):
     return np.stack(rows, axis=1)
 
 
-def split_images(data_set, data_dir, image_size, split):
+def split_images(data_set, data_dir, image_size, split, cache_dir=None):
     """(images, labels) of a whole split, for encoding."""
     try:
         batches = [(x.numpy(), y.numpy()) for x, y in data.load(
-            data_set, data_dir, split, image_size=image_size, batch_size=BATCH)]
+            data_set, data_dir, split, image_size=image_size, cache_dir=cache_dir,
+            batch_size=BATCH)]
     except data.DataError as error:
         raise ToolError(str(error)) from None
     return np.concatenate([x for x, _ in batches]), np.concatenate([y for _, y in batches])

@@ -26,6 +26,8 @@ same numbers.
 import numpy as np
 import tensorflow as tf
 
+from data.pixels import as_seed
+
 LOG_SCALE_MIN = -7.0  # floor on the logistic log-scale, in the loss and the sampler alike
 
 
@@ -71,11 +73,6 @@ def right_shift(x):
 # ----------------------------------------------------------------------------------------------
 # Seeds
 
-def as_seed(seed):
-    """An int32 [2] tensor from a seed given as a pair of ints or a tensor."""
-    return tf.cast(tf.convert_to_tensor(seed), tf.int32)
-
-
 def fold_seed(seed, data):
     """A new stateless seed derived from `seed` and an integer `data` (independent streams)."""
     return tf.random.experimental.stateless_fold_in(as_seed(seed), data)
@@ -92,8 +89,8 @@ def dropout(x, rate, seed):
 
     When rate is a multiple of 1/256 (the default 0.5 is) and the channel count a multiple of 4,
     one random byte per unit decides exactly: keep iff byte >= 256 * rate, probability 1 - rate.
-    Each uint32 drawn then serves 4 units instead of 1, which halves dropout's share of a training
-    step (the random numbers were most of it). Other rates take TF's stateless_dropout.
+    Each uint32 drawn then serves 4 units instead of 1 (drawing the random numbers is most of
+    dropout's cost; README, Benchmarks). Other rates take TF's stateless_dropout.
     """
     threshold = 256.0 * rate
     if threshold != int(threshold) or x.shape[-1] is None or x.shape[-1] % 4:
@@ -123,7 +120,7 @@ def gated_residual(x, c2):
 def weight_norm(V, g, axes):
     """W = g * V / ||V||, the norm taken over `axes` (each output unit's fan-in); g has one entry
     per output unit. The gradient is written out, because autodiff through l2_normalize makes
-    about twice as many passes over V (53.6M floats in the default model) as needed:
+    more passes over V than needed (README, Benchmarks):
         t = sum_axes(dW * V),  dg = t / ||V||,  dV = g / ||V|| * (dW - V * t / ||V||^2).
     """
     V = tf.convert_to_tensor(V)

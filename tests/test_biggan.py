@@ -12,6 +12,7 @@ from biggan import layers
 from biggan import model as bg
 from biggan_steps import BigGANRun
 from photo_crops import photos
+from trainer.ema import ExponentialMovingAverage
 
 
 def tiny_config(**overrides):
@@ -163,7 +164,7 @@ def test_generator_standing_statistics_are_used_at_sampling(untrained):
     with pytest.raises(tf.errors.InvalidArgumentError, match="accumulate_standing_stats"):
         G(z, y, truncation=0.7)
     with pytest.raises(tf.errors.InvalidArgumentError, match="accumulate_standing_stats"):
-        G(z, y, truncation=0.5, ema=untrained.ema)
+        G(z, y, truncation=0.5, ema=ExponentialMovingAverage(G.averaged_variables(), 0.9))
 
 
 def test_generator_depends_on_class_and_accepts_soft_labels(untrained):

@@ -109,7 +109,7 @@ def build_run(args):
     optimizers), before any value is set."""
     family = families.get(args.model)
     try:
-        info = data.info(args.data_set, args.data_dir, args.image_size)
+        info = data.info(args.data_set, args.data_dir, args.image_size, cache_dir=args.cache_dir)
         model_config = loop.checked_model_config(family, args, info)
         global_batch = args.batch_size * args.nr_gpu
         steps_per_epoch = loop.checked_steps_per_epoch(info, global_batch,

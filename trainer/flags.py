@@ -59,6 +59,14 @@ def parse_with_hints(parser, argv, family):
     return args
 
 
+def add_cache_dir_argument(parser):
+    """--cache_dir, shared by train.py and sample.py."""
+    parser.add_argument("--cache_dir", default=None,
+                        help="where decoded image folders (folder, celebahq_images) are cached as "
+                             "memory-mapped arrays (default: $XDG_CACHE_HOME/pixelcnn-glow/data, "
+                             "i.e. ~/.cache/pixelcnn-glow/data)")
+
+
 def train_parser(family):
     others = " and ".join(f"--model {name} --help" for name in families.names()
                           if name != family.name)
@@ -72,6 +80,7 @@ def train_parser(family):
                         help="model family")
     parser.add_argument("-i", "--data_dir", default="datasets",
                         help="data location (the image folder itself for --data_set folder)")
+    add_cache_dir_argument(parser)
     parser.add_argument("-o", "--save_dir", "--logdir", default="save",
                         help="checkpoints, logs and samples")
     parser.add_argument("-d", "--data_set", default=data.DEFAULT_DATA_SET, choices=data.names(),

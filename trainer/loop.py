@@ -438,6 +438,17 @@ class Trainer:
             row_labels=row_labels * len(batches) if row_labels and images.ndim == 5 else None)
         logger.image(name, grid, int(self.iterations.numpy()))
 
+    def _save_samples_keeping_state(self, epoch, logger):
+        """save_samples, after which the model holds the values it had before: drawing samples
+        must not change the state the checkpoint just written holds (BigGAN's standing
+        statistics are model variables), or a resumed run would differ from an uninterrupted
+        one."""
+        before = [variable.numpy() for variable in self.model.variables]
+        self.save_samples(epoch, logger)
+        for variable, value in zip(self.model.variables, before):
+            if not np.array_equal(variable.numpy(), value):
+                dist.assign_on_every_device(variable, value)
+
     def fit(self, logger):
         """Train from the current epoch to max_epochs, logging to `logger` (trainer.logger;
         None on processes other than rank 0, which log nothing)."""
@@ -467,7 +478,7 @@ class Trainer:
                     logger.message(f"saved {path}")
                     logger.write_curves()
                 if args.num_samples and chief:
-                    self.save_samples(epoch, logger)
+                    self._save_samples_keeping_state(epoch, logger)
             stop, _ = self._agreed(self.stop_reason is not None, False)
             if stop and epoch + 1 < args.max_epochs:
                 if not saved:

@@ -23,7 +23,8 @@ CHANGEABLE_ON_RESUME = {
     "max_epochs", "save_interval", "save_steps", "save_minutes", "keep_checkpoints",
     "log_interval", "num_samples", "sample_batch_size", "sheet_width", "data_dir", "precision"}
 # Flags that say how this process is invoked, not what the run is: never taken or compared.
-INVOCATION_FLAGS = {"save_dir", "load_params", "eval_only", "out", "checkpoint", "override"}
+INVOCATION_FLAGS = {"save_dir", "load_params", "eval_only", "out", "checkpoint", "override",
+                    "cache_dir"}
 # May change together when the images per step (their product) stay the same.
 BATCH_FLAGS = ("batch_size", "nr_gpu")
 

@@ -328,7 +328,8 @@ class GlowFamily(Family):
         if args.encode:
             if len(args.encode) == 1 and args.encode[0] in ("train", "test"):
                 images, labels = tools.split_images(stored["data_set"], flags["data_dir"],
-                                                    flags.get("image_size"), args.encode[0])
+                                                    flags.get("image_size"), args.encode[0],
+                                                    args.cache_dir)
             else:
                 images = np.stack([tools.load_image(path, model.config.image_shape)
                                    for path in args.encode])
@@ -365,12 +366,11 @@ class GlowFamily(Family):
             return save_rows([row], latents=np.float32(path)[None])
         if args.manipulate is not None:
             alphas = args.alpha if args.alpha is not None else [-1.0, -0.5, 0.0, 0.5, 1.0]
-            checkpoint_path = args.checkpoint or tf.train.latest_checkpoint(args.save_dir)
-            try:
+            try:  # the vectors are cached beside the checkpoint sample.py restored
                 names, vectors = tools.attribute_vectors(
                     model, ema, args.attr_data_set or stored["data_set"],
                     args.attr_data_dir or flags["data_dir"], flags.get("image_size"),
-                    args.attr_count, checkpoint_path)
+                    args.attr_count, args.checkpoint, args.cache_dir)
                 index = tools.attribute_index(args.manipulate, names)
             except tools.ToolError as error:
                 raise SampleError(f"--manipulate: {error}") from None
