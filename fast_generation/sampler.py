@@ -1,7 +1,8 @@
 """The cached (fast) PixelCNN++ sampler and its teacher-forced check.
 
-`sample_fast` draws the same images as `pixel_cnn_pp.model.sample_naive` for the same seed (pixel
-(i, j) takes its noise from `pixel_seed(seed, i, j)`, drawn with the same shapes), but evaluates
+`sample_fast` draws the images of `pixel_cnn_pp.model.sample_naive` for the same seed (pixel
+(i, j) takes its noise from `pixel_seed(seed, i, j)`, drawn with the same shapes; in float32 the
+uint8 images agree up to rare +-1 rounding flips, README), but evaluates
 each layer only where the new pixel changes it, with the cached layers of `fast_nn`:
 
     for each row i:      the vertical stream (u) for row i, at every resolution whose row it is
@@ -401,8 +402,8 @@ def _checked_h(model, h, num_images):
 
 def sample_fast(model, num_images, seed, h=None, ema=None, batch_size=None):
     """Samples num_images images [N, H, W, C] in [-1, 1] with the cached network, batch_size
-    (default: all) at a time; the same images as pixel_cnn_pp.model.sample_naive(model,
-    num_images, seed, h, ema), for any batch size. `h`: one-hot [N, K] for a class-conditional
+    (default: all) at a time; the images of pixel_cnn_pp.model.sample_naive(model, num_images,
+    seed, h, ema) up to rounding, for any batch size. `h`: one-hot [N, K] for a class-conditional
     model; `ema`: sample with the Polyak averages. Energy-distance models work too: their head
     is per pixel, and each pixel draws the naive sampler's head noise, [10 N, H, W, 4] values."""
     num_images = int(num_images)

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import sample
 import data
+import image_agreement
+import sample
 import train
 from biggan import model as bg
 from trainer import checkpoint, families
@@ -126,8 +127,10 @@ def test_sheets_agree_with_direct_samples(reference_run, tmp_path):
     ab = run_sample(reference_run, tmp_path / "ab.png", "--interpolate", "--n", "3", "--seed",
                     "5", "--label", "2", "--seed_b", "7", "--label_b", "4", "--steps", "4", *psi)
     assert ab.shape == (3, 4, 32, 32, 3)
-    np.testing.assert_array_equal(ab[:, 0], a)
-    np.testing.assert_array_equal(ab[:, -1], b)
+    # the sheet renders 12 images in one batch, a sample 3: the same function, other batch
+    # shapes, so equal up to rare +-1 rounding flips
+    image_agreement.assert_images_agree(ab[:, 0], a, max_flip_fraction=0.01)
+    image_agreement.assert_images_agree(ab[:, -1], b, max_flip_fraction=0.01)
     sweep = run_sample(reference_run, tmp_path / "sweep.png", "--n", "3", "--seed", "5",
                        "--label", "2", "--truncation_sweep", "1.0", "0.5")
     assert sweep.shape == (2, 3, 32, 32, 3)

@@ -14,6 +14,7 @@ import data
 from data.pixels import bits_per_dim
 import sample
 import train
+import image_agreement
 from cli_errors import error_line, last_error_line
 from photo_crops import photo_crops
 from saved_state import checkpoint_values
@@ -140,7 +141,9 @@ def test_interpolation_between_seeds_ends_on_their_samples(glow_run, tmp_path, c
         code, captured = run_sample(capsys, "-o", glow_run, "--seed", seed, "--n", 1,
                                     "--temperature", 0.8, "--out", tmp_path / f"{seed}.png")
         assert code == 0, captured.err
-        np.testing.assert_array_equal(np.load(tmp_path / f"{seed}.npz")["images"][0], end)
+        # an end decoded in a batch of 3 against a sample of 1: equal up to rare +-1 flips
+        image_agreement.assert_images_agree(np.load(tmp_path / f"{seed}.npz")["images"][0],
+                                            end, max_flip_fraction=0.01)
 
 
 def test_encode_then_decode_gives_the_images_back(glow_run, two_images, tmp_path, capsys):

@@ -37,10 +37,11 @@ def test_progress_off_a_terminal_is_plain_and_silent_when_disabled(capsys):
 def tensorboard_scalars(directory):
     """{tag: {step: value}} of the scalars in a TensorBoard directory."""
     import tensorflow as tf
+    from tensorboard.compat.proto.event_pb2 import Event
     values = {}
     for name in sorted(os.listdir(directory)):
         for record in tf.data.TFRecordDataset(os.path.join(directory, name)):
-            event = tf.compat.v1.Event.FromString(record.numpy())
+            event = Event.FromString(record.numpy())
             for value in event.summary.value:
                 if value.metadata.plugin_data.plugin_name == "scalars":
                     number = float(tf.make_ndarray(value.tensor))
