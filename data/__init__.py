@@ -4,9 +4,10 @@
 
 A data set is a `data.base.Source` in its own module; this file only looks sources up by name,
 keeps the array ones in a process-wide cache (training re-reads train and test every epoch)
-and hands them to `data.pipeline`. Sets that decode or resize images (folder, celebahq_images,
-imagenet's PNG folders) decode once into a cache that later loads memory-map (`data.cache`);
-`cache_dir` says where (default `data.cache.default_root()`).
+and hands them to `data.pipeline`; `prepare` reads every split of an array set up front.
+Sets that decode or resize images (folder, celebahq_images, imagenet's PNG folders) decode once
+into a cache that later loads memory-map (`data.cache`); `cache_dir` says where (default
+`data.cache.default_root()`).
 """
 import os
 
@@ -15,8 +16,8 @@ from data.base import SOURCES, SPLITS, Arrays, DataError, DatasetInfo, check_spl
 
 DEFAULT_DATA_SET = "real32"
 
-__all__ = ["load", "info", "arrays", "shard_positions", "names", "DEFAULT_DATA_SET", "SPLITS",
-           "DataError", "DatasetInfo", "Arrays"]
+__all__ = ["load", "info", "prepare", "arrays", "shard_positions", "names", "DEFAULT_DATA_SET",
+           "SPLITS", "DataError", "DatasetInfo", "Arrays"]
 
 # (name, data_dir, image_size, cache_dir, split) -> Arrays, read-only so no caller can change what
 # the next caller gets.
@@ -42,6 +43,17 @@ def info(name, data_dir, image_size=None, *, cache_dir=None) -> DatasetInfo:
     """Shape, classes and split sizes of a data set, without reading its pixels (real32 builds
     its cache on first use)."""
     return _source(name, data_dir, image_size, cache_dir).info()
+
+
+def prepare(name, data_dir, image_size=None, *, cache_dir=None):
+    """Decode (or map from the cache) every non-empty split of an array data set now, so that a
+    broken image anywhere stops a run at its start, not at its first evaluation; the arrays
+    stay for the process's later loads. Streamed sets are read as they are trained on."""
+    source = _source(name, data_dir, image_size, cache_dir)
+    if not source.streamed:
+        for split, size in source.info().split_sizes.items():
+            if size:
+                arrays(name, data_dir, split, image_size, cache_dir=cache_dir)
 
 
 def arrays(name, data_dir, split, image_size=None, *, cache_dir=None) -> Arrays:

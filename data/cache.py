@@ -280,9 +280,12 @@ def open_array(path, shape):
 # ---------------------------------------------------------------------------------------------
 # The cache of one split of a source folder
 
-def cached_images(set_name, root, split, relative_paths, image_shape, decode, cache_dir=None):
+def cached_images(set_name, root, split, relative_paths, image_shape, decode, cache_dir=None,
+                  before_build=None):
     """uint8 [N, *image_shape], read-only and memory-mapped: decode(root/path) for every path,
-    decoded at most once per listing of the files (see the module docstring)."""
+    decoded at most once per listing of the files (see the module docstring).
+    before_build(paths), when given, is called with the files' paths just before they are
+    decoded, i.e. once per listing (to tell the user about the images, say)."""
     image_shape = tuple(image_shape)
     folder = source_folder(cache_dir, set_name, root)
     listing = listing_of(root, relative_paths)
@@ -324,9 +327,10 @@ def cached_images(set_name, root, split, relative_paths, image_shape, decode, ca
         try:
             if open_array(os.path.join(folder, pixels_name), shape)[0] is None:
                 # (present: a builder stopped between these pixels and their manifest)
-                build_array(os.path.join(folder, pixels_name),
-                            [os.path.join(root, relative) for relative in relative_paths],
-                            image_shape, decode,
+                paths = [os.path.join(root, relative) for relative in relative_paths]
+                if before_build is not None:
+                    before_build(paths)
+                build_array(os.path.join(folder, pixels_name), paths, image_shape, decode,
                             f"caching {set_name} {split} {image_shape[0]}x{image_shape[1]}")
             write_atomically(manifest_path, lambda file: file.write(json.dumps(
                 dict(wanted, pixels=pixels_name, listing=listing)).encode()))

@@ -8,10 +8,11 @@ Layout rules, all decided from file names alone (so `info` never decodes a pixel
     unlabelled and every label is 0.
   * Split: when `train/` and `test/` sub-folders both exist they are the splits (class folders
     go inside them); otherwise every 10th image in sorted order (the 10th, 20th, ...) is test.
-Each image is converted to RGB, centre-cropped to a square and area-resized
-(`data.images.square_rgb`), once: the decoded splits are cached as uint8 arrays outside the
-folder and memory-mapped by later loads, and rebuilt when the folder's listing changes
-(`data.cache`). Nothing is ever written into the folder.
+Each image is converted to RGB (16-bit greyscale scaled to 8 bits), centre-cropped to a square
+and area-resized (`data.images.square_rgb`; images smaller than the size are enlarged, said in
+one line), once: the decoded splits are cached as uint8 arrays outside the folder and
+memory-mapped by later loads, and rebuilt when the folder's listing changes (`data.cache`).
+Nothing is ever written into the folder.
 """
 import functools
 import os
@@ -108,5 +109,7 @@ class Folder(Source):
         pixels = cache.cached_images(
             self.name, self.data_dir, split,
             [os.path.relpath(path, self.data_dir) for path, _ in items], (size, size, 3),
-            functools.partial(images.square_rgb, size=size), self.cache_dir)
+            functools.partial(images.square_rgb, size=size), self.cache_dir,
+            before_build=functools.partial(images.say_enlarged, f"folder {self.data_dir} {split}",
+                                           size=size))
         return Arrays(images=pixels, labels=np.array([label for _, label in items], np.int32))

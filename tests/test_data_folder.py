@@ -6,6 +6,7 @@ from PIL import Image
 import data
 from data import images
 from data.base import DataError
+from data.folder import Folder
 from data.real32 import photo_path
 
 PHOTOS = {"cat": "data/chelsea.png", "coffee": "data/coffee.png", "rocket": "data/rocket.jpg"}
@@ -111,3 +112,49 @@ def test_test_classes_must_exist_in_train(tmp_path):
     save(tmp_path / "test" / "dog" / "0.png", crops("cat", 1)[0])
     with pytest.raises(DataError, match=r"test/ \(dog\) must be among those of train/ \(cat\)"):
         data.info("folder", str(tmp_path))
+
+
+def test_sixteen_bit_greyscale_is_scaled_to_the_nearest_eight_bit_level(tmp_path):
+    # round(v * 255 / 65535): 257 * k gives k back; 128 and 129 lie either side of 0.5
+    wide = np.array([0, 128, 129, 257, 32896, 65279, 65535, 1000], np.uint16)
+    narrow = np.array([0, 0, 1, 1, 128, 254, 255, 4], np.uint8)
+    path = tmp_path / "grey16.png"
+    Image.fromarray(np.tile(wide, (8, 1))).save(path)
+    with Image.open(path) as image:
+        assert image.mode == "I;16"  # the mode whose convert("RGB") saturates at 255
+    pixels = data.arrays("folder", str(tmp_path), "train", image_size=8).images
+    np.testing.assert_array_equal(pixels, np.tile(narrow[None, None, :, None], (1, 8, 1, 3)))
+    np.testing.assert_array_equal(images.read_image(path, mode="L")[:, :, 0],
+                                  np.tile(narrow, (8, 1)))
+
+
+def test_images_smaller_than_the_size_are_said_once_per_split(tmp_path, capsys):
+    for split, sides in (("train", [(12, 20), (16, 16), (14, 30)]), ("test", [(16, 24)])):
+        for i, (height, width) in enumerate(sides):
+            save(tmp_path / split / f"{i}.png", crops("coffee", 1, size=30)[0][:height, :width])
+    cache_dir = str(tmp_path / "cache")
+    data.prepare("folder", str(tmp_path), 16, cache_dir=cache_dir)
+    again = Folder(str(tmp_path), 16, cache_dir).arrays("train")  # from the cache: no new line
+    assert again.images.shape == (3, 16, 16, 3)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "enlarged" in line]
+    assert lines == [f"folder {tmp_path} train: 2 of 3 images are smaller than 16x16 and are "
+                     f"enlarged (bicubic); the smallest is {tmp_path / 'train' / '0.png'} at "
+                     f"20x12"]  # and none for the test split, whose one image is 16x24
+
+
+def test_a_broken_test_image_stops_training_at_the_start(tmp_path, capsys):
+    import train
+
+    root = tmp_path / "images"
+    for split, count in (("train", 16), ("test", 3)):
+        for i, pixels in enumerate(crops("cat", count, size=8)):
+            save(root / split / f"{i}.png", pixels)
+    bad = root / "test" / "1.png"
+    bad.write_bytes(bad.read_bytes()[:60])
+    save_dir = tmp_path / "run"
+    argv = ["-d", "folder", "-i", root, "-o", save_dir, "-q", "1", "-n", "8", "-m", "2",
+            "-b", "8", "--image_size", "8", "-x", "1", "--cache_dir", tmp_path / "cache"]
+    assert train.main(argv) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {bad}: cannot decode image")
+    assert not save_dir.exists()  # refused before the run directory, let alone a checkpoint

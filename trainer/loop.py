@@ -116,6 +116,7 @@ class Trainer:
                               f"it with sample.py instead")
         self.info = data.info(args.data_set, args.data_dir, args.image_size,
                               cache_dir=args.cache_dir)
+        data.prepare(args.data_set, args.data_dir, args.image_size, cache_dir=args.cache_dir)
         self.model_config = checked_model_config(family, args, self.info)
         self.replicas = dist.Replicas(strategy, args.batch_size, self.processes)
         self.process_batch = self.replicas.process_batch
