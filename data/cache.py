@@ -42,7 +42,9 @@ from tqdm import tqdm
 
 from data.base import DataError
 
-FORMAT = 1  # bump when the manifest or the pixel layout changes
+# Bump when the manifest, the pixel layout or the decoding changes (2: 16-bit greyscale was
+# saturated at 255 before), so that older caches are rebuilt.
+FORMAT = 2
 CHUNK_BYTES = 4 << 20
 
 

@@ -14,9 +14,10 @@ DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.Decompression
 
 
 def eight_bit(values):
-    """16-bit values (0..65535) as uint8, round(v * 255 / 65535): the nearest 8-bit level, so
-    that v = 257 * k (an 8-bit value widened) gives back k exactly."""
-    return ((values.astype(np.int64) * 255 + 32767) // 65535).astype(np.uint8)
+    """16-bit values (0..65535) as uint8: their high byte, v >> 8, as PIL reduces 16-bit RGB
+    PNGs, so grey and colour files lose the same low bits; v = 257 * k (an 8-bit value
+    widened) gives back k."""
+    return (values.astype(np.int64) >> 8).astype(np.uint8)
 
 
 def _wide_grey_as_eight_bit(image, path):
@@ -30,8 +31,8 @@ def _wide_grey_as_eight_bit(image, path):
 def read_image(path, mode="RGB"):
     """The image at `path` as uint8 [H, W, C]: C = 3 for mode "RGB", 1 for mode "L".
 
-    16-bit greyscale is scaled to 8 bits by `eight_bit` (PIL itself already reduces 16-bit RGB
-    PNGs to 8 bits per channel)."""
+    16-bit greyscale is scaled to 8 bits by `eight_bit`; PIL itself reduces 16-bit RGB PNGs
+    the same way."""
     try:
         with Image.open(path) as image:
             if image.mode in WIDE_GREY_MODES:

@@ -114,10 +114,10 @@ def test_test_classes_must_exist_in_train(tmp_path):
         data.info("folder", str(tmp_path))
 
 
-def test_sixteen_bit_greyscale_is_scaled_to_the_nearest_eight_bit_level(tmp_path):
-    # round(v * 255 / 65535): 257 * k gives k back; 128 and 129 lie either side of 0.5
-    wide = np.array([0, 128, 129, 257, 32896, 65279, 65535, 1000], np.uint16)
-    narrow = np.array([0, 0, 1, 1, 128, 254, 255, 4], np.uint8)
+def test_sixteen_bit_greyscale_keeps_the_high_byte(tmp_path):
+    # v >> 8, as PIL reduces 16-bit RGB: 257 * k gives k back, 255 and 256 differ in that byte
+    wide = np.array([0, 255, 256, 257, 32896, 65279, 65535, 1000], np.uint16)
+    narrow = np.array([0, 0, 1, 1, 128, 254, 255, 3], np.uint8)
     path = tmp_path / "grey16.png"
     Image.fromarray(np.tile(wide, (8, 1))).save(path)
     with Image.open(path) as image:
