@@ -450,8 +450,9 @@ class CelebAHQImages(Source):
             raise DataError(f"{self.name}: the {split!r} split of {self.data_dir} is empty "
                             f"(the last 10% of the images are 'test'; the folder holds too few)")
         folder = os.path.dirname(paths[0])
-        pixels = cache.cached_images(self.name, folder, split,
-                                     [os.path.basename(path) for path in paths], (size, size, 3),
-                                     functools.partial(images.square_rgb, size=size),
-                                     self.cache_dir)
+        pixels = cache.cached_images(
+            self.name, folder, split, [os.path.basename(path) for path in paths], (size, size, 3),
+            functools.partial(images.square_rgb, size=size), self.cache_dir,
+            before_build=functools.partial(images.say_enlarged, f"{self.name} {folder} {split}",
+                                           size=size))
         return Arrays(images=pixels, labels=np.zeros(len(paths), np.int32), attributes=attributes)
