@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import data
 import train
 from data.pixels import to_model_input
 from glow import nn as glow_nn
@@ -18,7 +17,8 @@ from photo_crops import photo_crops
 from pixel_cnn_pp import nn
 from pixel_cnn_pp.model import PixelCNNConfig, PixelCNNPP
 from saved_state import checkpoint_values
-from trainer import checkpoint, dist, flags, loop, optim, precision
+from test_trainer_loop import make_trainer, same_start_and_batch
+from trainer import checkpoint, dist, optim, precision
 
 # bf16 keeps 8 significant bits: the per-image NLL of these small models (8x8 crops, 192
 # sub-pixels, seeded weights) moves by up to 3.3e-3 of itself (measured; 5.4e-3 with other random
@@ -239,24 +239,11 @@ def test_checkpoints_resume_under_any_policy(tiny_image_folder, tmp_path):
     assert checkpoint.read_run_config(last)["flags"]["precision"] == "fp16"
 
 
-def make_trainer(folder, save_dir, nr_gpu, batch_size):
-    args, family = flags.parse_train_args(
-        ["-d", "folder", "-i", folder, "--image_size", "8", "-o", str(save_dir), "-g",
-         str(nr_gpu), "-b", str(batch_size), "-s", "7", "-q", "1", "-n", "8", "-m", "2", "-p",
-         "0", "--precision", "bf16"])
-    trainer = loop.Trainer(family, args, dist.mirrored_strategy(nr_gpu)[0])
-    trainer.start(resume=False)
-    return trainer
-
-
 def test_one_step_on_two_devices_equals_one_on_one_in_bf16(tiny_image_folder, tmp_path):
-    one = make_trainer(tiny_image_folder, tmp_path / "one", 1, 6)
-    two = make_trainer(tiny_image_folder, tmp_path / "two", 2, 3)
-    for source, target in zip(one.model.trainable_variables, two.model.trainable_variables):
-        target.assign(source.numpy())
-        two.ema.average(target).assign(one.ema.average(source).numpy())
-    images, labels = next(iter(data.load("folder", tiny_image_folder, "train", image_size=8,
-                                         batch_size=6, shuffle=True, seed=7)))
+    bf16 = ("--precision", "bf16")
+    one = make_trainer("pixelcnn", tiny_image_folder, tmp_path / "one", 1, 6, *bf16)
+    two = make_trainer("pixelcnn", tiny_image_folder, tmp_path / "two", 2, 3, *bf16)
+    images, labels = same_start_and_batch(one, two, tiny_image_folder)
     loss_one = float(one.train_step(images, labels)["train_bits_per_dim"])
     loss_two = float(two.train_step(images, labels)["train_bits_per_dim"])
     # the same bf16 arithmetic per image, split differently: equal up to bf16 rounding

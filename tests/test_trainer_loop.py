@@ -19,14 +19,24 @@ FAMILY_FLAGS = {
 }
 
 
-def make_trainer(family_name, folder, save_dir, nr_gpu, batch_size):
+def make_trainer(family_name, folder, save_dir, nr_gpu, batch_size, *extra):
     argv = ["--model", family_name, "-d", "folder", "-i", folder, "--image_size", "8",
             "-o", str(save_dir), "-g", str(nr_gpu), "-b", str(batch_size), "-s", "7",
-            *FAMILY_FLAGS[family_name]]
+            *FAMILY_FLAGS[family_name], *extra]
     args, family = flags.parse_train_args(argv)
     trainer = loop.Trainer(family, args, dist.mirrored_strategy(nr_gpu)[0])
     trainer.start(resume=False)
     return trainer
+
+
+def same_start_and_batch(one, two, folder):
+    """Give trainer `two` the weights and averages of `one`; returns the 6-image batch both
+    then step on."""
+    for source, target in zip(one.model.trainable_variables, two.model.trainable_variables):
+        target.assign(source.numpy())
+        two.ema.average(target).assign(one.ema.average(source).numpy())
+    return next(iter(data.load("folder", folder, "train", image_size=8, batch_size=6,
+                               shuffle=True, seed=7)))
 
 
 def local_copies(strategy, variable):
@@ -52,11 +62,7 @@ def test_data_dependent_init_is_identical_on_every_replica(trainers):
 
 def test_one_step_on_two_devices_equals_one_step_on_one(trainers, tiny_image_folder):
     one, two = trainers
-    for source, target in zip(one.model.trainable_variables, two.model.trainable_variables):  # identical starting point
-        target.assign(source.numpy())
-        two.ema.average(target).assign(one.ema.average(source).numpy())
-    images, labels = next(iter(data.load("folder", tiny_image_folder, "train", image_size=8,
-                                         batch_size=6, shuffle=True, seed=7)))
+    images, labels = same_start_and_batch(one, two, tiny_image_folder)
     loss_one = float(one.train_step(images, labels)["train_bits_per_dim"])
     loss_two = float(two.train_step(images, labels)["train_bits_per_dim"])
     assert loss_two == pytest.approx(loss_one, rel=1e-5)
