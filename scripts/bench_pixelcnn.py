@@ -8,7 +8,8 @@ once as a plain tf.function and once with jit_compile=True, and prints the XLA/p
 with --precisions fp32,bf16 also under the bf16 policy (trainer/precision.py; its own model with
 the same weights), with the bf16/fp32 ratios.
 When tensorflow_probability and tf_keras import, TFP's tfd.PixelCNN at its paper configuration
-(5 resnets, 3 hierarchies, 160 filters, 10 mixtures, dropout 0.5) is timed alongside.
+(5 resnets, 3 hierarchies, 160 filters, 10 mixtures, dropout 0.5) is timed alongside (with bf16
+among --precisions, also under tf_keras's mixed_bfloat16 policy, or one line says why it fails).
 All steps are compiled first, then timed in --rounds interleaved rounds (medians and the per-round
 ours/TFP ratios are printed), so a change of machine load affects every candidate alike.
 Peak resident memory of the process is printed at the end. --memory instead compares peak
@@ -93,24 +94,41 @@ def ours_steps(name, batch_size, jit_modes, policies=("fp32",)):
     return steps
 
 
-def tfp_steps(batch_size):
-    """{("tfp", "graph"): (train_step, log_likelihood, x)} for tfd.PixelCNN, or {} without TFP."""
+def tfp_steps(batch_size, mixed_bfloat16=False):
+    """{("tfp", "graph"): (train_step, log_likelihood, x)} for tfd.PixelCNN, or {} without TFP;
+    with mixed_bfloat16 also ("tfp", "graph-bf16") under tf_keras's mixed_bfloat16 policy when
+    TFP's layers run under it (if not, one line says why)."""
     try:
         import tensorflow_probability as tfp
-        import tf_keras  # noqa: F401  (TFP's PixelCNN is built from tf_keras layers)
+        import tf_keras  # (TFP's PixelCNN is built from tf_keras layers)
     except ImportError as error:
         print(f"[tfp] skipped: {error}. Install tensorflow-probability and tf-keras to compare.")
         return {}
-    dist = tfp.distributions.PixelCNN(image_shape=(32, 32, 3), num_resnet=5, num_hierarchies=3,
-                                      num_filters=160, num_logistic_mix=10, dropout_p=0.5)
     rng = np.random.default_rng(0)
     x = tf.constant(rng.integers(0, 256, (batch_size, 32, 32, 3)).astype(np.float32))
-    dist.log_prob(x)  # builds the network's variables
-    variables = dist.network.trainable_variables
-    params = sum(int(v.shape.num_elements()) for v in variables)
-    print(f"[tfp] tfd.PixelCNN paper configuration params={params:,} (no XLA)")
-    train_step = make_train_step(lambda images, seed: -dist.log_prob(images, training=True), variables, False)
-    return {("tfp", "graph"): (train_step, tf.function(lambda images: dist.log_prob(images)), x)}
+    steps = {}
+    for mode, policy in (("graph", "float32"), ("graph-bf16", "mixed_bfloat16")):
+        if policy != "float32" and not mixed_bfloat16:
+            continue
+        tf_keras.mixed_precision.set_global_policy(policy)
+        try:
+            dist = tfp.distributions.PixelCNN(image_shape=(32, 32, 3), num_resnet=5,
+                                              num_hierarchies=3, num_filters=160,
+                                              num_logistic_mix=10, dropout_p=0.5)
+            dist.log_prob(x)  # builds the network's variables
+        except (TypeError, ValueError) as error:
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            print(f"[tfp {policy}] does not run: {' '.join(lines[:2])}")
+            continue
+        finally:
+            tf_keras.mixed_precision.set_global_policy("float32")
+        variables = dist.network.trainable_variables
+        params = sum(int(v.shape.num_elements()) for v in variables)
+        print(f"[tfp {policy}] tfd.PixelCNN paper configuration params={params:,} (no XLA)")
+        train_step = make_train_step(
+            lambda images, seed, dist=dist: -dist.log_prob(images, training=True), variables, False)
+        steps["tfp", mode] = (train_step, tf.function(lambda images, dist=dist: dist.log_prob(images)), x)
+    return steps
 
 
 def bench(args, names, jit_modes):
@@ -122,7 +140,7 @@ def bench(args, names, jit_modes):
         for name in names:
             steps.update(ours_steps(name, args.batch_size, jit_modes, args.precisions))
     if not args.skip_tfp:
-        steps.update(tfp_steps(args.batch_size))
+        steps.update(tfp_steps(args.batch_size, mixed_bfloat16="bf16" in args.precisions))
     calls = {}
     for key, (train_step, log_likelihood, x) in steps.items():
         train = (train_step, lambda k, x=x: (x, tf.constant([k, 0])))
@@ -166,6 +184,10 @@ def bench(args, names, jit_modes):
                 print(f"  ours ({name}, {policy}) / TFP: train "
                       f"x{median_ratio(rates, low, ('tfp', 'graph'), 0):.2f}, log-likelihood "
                       f"x{median_ratio(rates, low, ('tfp', 'graph'), 1):.2f}")
+    if ("tfp", "graph-bf16") in rates and ("tfp", "graph") in rates:
+        print(f"  TFP mixed_bfloat16 / float32: train "
+              f"x{median_ratio(rates, ('tfp', 'graph-bf16'), ('tfp', 'graph'), 0):.2f}, "
+              f"log-likelihood x{median_ratio(rates, ('tfp', 'graph-bf16'), ('tfp', 'graph'), 1):.2f}")
     if ("default", "graph") in rates and ("tfp", "graph") in rates:
         per_round = [o[0] / t[0] for o, t in zip(rates["default", "graph"], rates["tfp", "graph"])]
         print(f"  ours (default, graph) / TFP: train x{np.median(per_round):.2f} (rounds "

@@ -95,7 +95,10 @@ class SaveDirLock:
 
     def release(self):
         if self.fd is not None:
-            os.remove(self.path)
+            try:
+                os.remove(self.path)
+            except FileNotFoundError:  # the run directory was removed while the run held it
+                pass
             os.close(self.fd)
             self.fd = None
 
