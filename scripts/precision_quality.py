@@ -1,6 +1,7 @@
 """Does bfloat16 train as well as float32? Trains the same runs (same seed, data and steps) with
---precision fp32 and bf16 through train.py, prints the per-epoch test bits/dim (BigGAN: losses)
-side by side with their largest difference, and draws the learning curves to a PNG.
+--precision fp32 and bf16 through train.py, and for --seed_runs families fp32 with another seed
+too (the run-to-run noise); prints the per-epoch test bits/dim (BigGAN: losses) side by side with
+their largest differences, and draws the learning curves to a PNG.
 
     python3 scripts/precision_quality.py --out docs/precision_quality.png
 
@@ -27,16 +28,19 @@ RUNS = {
     "glow": ["--model", "glow", "-d", "real32"],
     "biggan": ["--model", "biggan", "-d", "real32"],
 }
-PRECISIONS = ("fp32", "bf16")
+# run name: (precision, seed); fp32-seed2 measures the run-to-run noise bf16 is compared with
+VARIANTS = {"fp32": ("fp32", 1), "bf16": ("bf16", 1), "fp32-seed2": ("fp32", 2)}
 
 
-def train(family, policy, work, data_dir):
+def train(family, variant, work, data_dir):
     """The epoch records of the run, after training it (or resuming it where it stopped)."""
-    save_dir = os.path.join(work, f"{family}_{policy}")
+    save_dir = os.path.join(work, f"{family}_{variant}")
     log = os.path.join(save_dir, "log.jsonl")
     command = [sys.executable, os.path.join(REPO_ROOT, "train.py"), "-o", save_dir]
     if not os.path.exists(log):
-        command += [*RUNS[family], "-i", data_dir, "--precision", policy, "-ns", "0"]
+        policy, seed = VARIANTS[variant]
+        command += [*RUNS[family], "-i", data_dir, "--precision", policy, "-s", str(seed),
+                    "-ns", "0"]
     else:
         records = read_log(log)
         max_epochs = next(record["config"]["max_epochs"] for record in records
@@ -52,30 +56,35 @@ def train(family, policy, work, data_dir):
 
 
 def compare(family, epochs):
-    """Print one line per epoch: each policy's metrics; returns the largest difference of the
-    first metric."""
+    """Print one line per epoch with every run's metrics, then the largest difference over the
+    epochs of fp32 against bf16 (and against fp32 with another seed, the run-to-run noise)."""
     metric = "test_bits_per_dim" if "test_bits_per_dim" in epochs["fp32"][0] else "G_loss"
     names = [metric] + (["D_loss"] if metric == "G_loss" else [])
-    largest = 0.0
-    for fp32, bf16 in zip(epochs["fp32"], epochs["bf16"]):
-        cells = ", ".join(f"{name} fp32 {fp32[name]:.4f} bf16 {bf16[name]:.4f}"
-                          for name in names)
-        largest = max(largest, abs(fp32[metric] - bf16[metric]))
-        print(f"{family} epoch {fp32['epoch']}: {cells}")
-    print(f"{family}: largest |fp32 - bf16| of {metric} over the epochs: {largest:.4f}")
-    return largest
+    for rows in zip(*epochs.values()):
+        cells = ", ".join(f"{name} {variant} {row[name]:.4f}" for name in names
+                          for variant, row in zip(epochs, rows))
+        print(f"{family} epoch {rows[0]['epoch']}: {cells}")
+    for other in list(epochs)[1:]:
+        for name in names:
+            largest = max(abs(a[name] - b[name]) for a, b in zip(epochs["fp32"], epochs[other]))
+            print(f"{family}: largest |fp32 - {other}| of {name} over the epochs: {largest:.4f}")
 
 
 def curves(family, epochs):
-    """One plot per family: each policy's curve as test/<metric>_<policy> against the step."""
+    """One plot per family, a curve per run and metric against the step: test/bits_per_dim
+    <run> (an epoch's test score), train/G_loss <run> and train/D_loss <run> (BigGAN's epoch
+    means)."""
     records = []
-    for policy, rows in epochs.items():
+    for variant, rows in epochs.items():
         for row in rows:
-            values = {f"test_{name}_{policy}": value for name, value in row.items()
-                      if name in ("test_bits_per_dim", "G_loss", "D_loss")}
-            records.append({"epoch": row["epoch"], "step": row["step"], **values})
+            if "test_bits_per_dim" in row:
+                records.append({"epoch": row["epoch"], "step": row["step"],
+                                f"test_bits_per_dim {variant}": row["test_bits_per_dim"]})
+            else:
+                records.append({"step": row["step"], **{f"train/{name} {variant}": row[name]
+                                                        for name in ("G_loss", "D_loss")}})
     image = draw_curves(records, size=(800, 300))
-    ImageDraw.Draw(image).text((450, 3), f"{family}: fp32 vs bf16", fill=(0, 0, 0))
+    ImageDraw.Draw(image).text((450, 3), f"{family}: {' vs '.join(epochs)}", fill=(0, 0, 0))
     return image
 
 
@@ -85,11 +94,16 @@ def main():
     parser.add_argument("--work", default="precision_runs", help="run directories")
     parser.add_argument("-i", "--data_dir", default="datasets")
     parser.add_argument("--out", default=None, help="PNG of the learning curves")
+    parser.add_argument("--seed_runs", default="glow,biggan",
+                        help="families that also train fp32 with seed 2, the run-to-run noise "
+                             "(PixelCNN++'s runs take hours, so not by default)")
     args = parser.parse_args()
     plots = []
     for family in args.families.split(","):
-        epochs = {policy: train(family, policy, args.work, args.data_dir)
-                  for policy in PRECISIONS}
+        variants = ["fp32", "bf16"] + (["fp32-seed2"] if family in args.seed_runs.split(",")
+                                       else [])
+        epochs = {variant: train(family, variant, args.work, args.data_dir)
+                  for variant in variants}
         compare(family, epochs)
         plots.append(curves(family, epochs))
     if args.out:
