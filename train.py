@@ -106,6 +106,8 @@ def train(trainer, args, devices, changes, lock):
     if lock is not None:
         lock.acquire(notify=print)
     started = trainer.start(resume=resume, checkpoint=args.checkpoint)
+    if lock is not None:  # accepted: what a killed writer left here is debris
+        run_dir.remove_dead_temporaries(args.save_dir)
     if resume and int(trainer.epoch.numpy()) >= args.max_epochs:
         raise loop.ConfigError(f"the run has trained {int(trainer.epoch.numpy())} epochs "
                                f"already; pass -x above that to train on")

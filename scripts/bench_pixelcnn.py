@@ -127,7 +127,8 @@ def tfp_steps(batch_size, mixed_bfloat16=False):
         print(f"[tfp {policy}] tfd.PixelCNN paper configuration params={params:,} (no XLA)")
         train_step = make_train_step(
             lambda images, seed, dist=dist: -dist.log_prob(images, training=True), variables, False)
-        steps["tfp", mode] = (train_step, tf.function(lambda images, dist=dist: dist.log_prob(images)), x)
+        log_likelihood = tf.function(lambda images, dist=dist: dist.log_prob(images))
+        steps["tfp", mode] = (train_step, log_likelihood, x)
     return steps
 
 
@@ -185,9 +186,9 @@ def bench(args, names, jit_modes):
                       f"x{median_ratio(rates, low, ('tfp', 'graph'), 0):.2f}, log-likelihood "
                       f"x{median_ratio(rates, low, ('tfp', 'graph'), 1):.2f}")
     if ("tfp", "graph-bf16") in rates and ("tfp", "graph") in rates:
-        print(f"  TFP mixed_bfloat16 / float32: train "
-              f"x{median_ratio(rates, ('tfp', 'graph-bf16'), ('tfp', 'graph'), 0):.2f}, "
-              f"log-likelihood x{median_ratio(rates, ('tfp', 'graph-bf16'), ('tfp', 'graph'), 1):.2f}")
+        low, high = ("tfp", "graph-bf16"), ("tfp", "graph")
+        print(f"  TFP mixed_bfloat16 / float32: train x{median_ratio(rates, low, high, 0):.2f}, "
+              f"log-likelihood x{median_ratio(rates, low, high, 1):.2f}")
     if ("default", "graph") in rates and ("tfp", "graph") in rates:
         per_round = [o[0] / t[0] for o, t in zip(rates["default", "graph"], rates["tfp", "graph"])]
         print(f"  ours (default, graph) / TFP: train x{np.median(per_round):.2f} (rounds "

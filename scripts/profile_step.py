@@ -129,8 +129,8 @@ def main():
           f"(sum over threads, {args.steps} profiled steps)")
     print(f"{'op type':28}" + "".join(f"{policy + ' ms':>12}{'share':>8}" for policy in policies))
     for op in order[:args.top]:
-        cells = "".join(f"{per_policy[p].get(op, 0.0):12.1f}{per_policy[p].get(op, 0.0) / totals[p]:8.1%}"
-                        for p in policies)
+        cells = "".join(f"{per_policy[p].get(op, 0.0):12.1f}"
+                        f"{per_policy[p].get(op, 0.0) / totals[p]:8.1%}" for p in policies)
         print(f"{op:28}{cells}")
     print(f"{'all ops':28}" + "".join(f"{totals[p]:12.1f}{1:8.0%}" for p in policies))
     dense = {p: sum(ms for op, ms in times.items() if "Conv2D" in op or "MatMul" in op)

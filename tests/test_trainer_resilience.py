@@ -224,8 +224,8 @@ time.sleep(600)
 """
 
 
-def test_one_run_per_directory_and_stale_locks_are_taken_over(tiny_image_folder, tmp_path,
-                                                              capsys):
+def test_one_run_per_directory_and_stale_locks_and_dead_temporaries_are_cleared(
+        tiny_image_folder, tmp_path, capsys):
     save_dir = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(save_dir)], cwd=REPO_ROOT,
                               stdout=subprocess.PIPE, text=True)
@@ -238,13 +238,22 @@ def test_one_run_per_directory_and_stale_locks_are_taken_over(tiny_image_folder,
         holder.kill()  # SIGKILL: the lock file stays behind
         holder.wait()
     assert (save_dir / run_dir.LOCK_FILE).exists()
+    # writes the kill interrupted (a file and a checkpoint save's scratch directory), and one of
+    # a live process (sample.py, say)
+    (save_dir / f"checkpoint.tmp{holder.pid}").write_text("half")
+    (save_dir / "ckpt-0-step2_temp").mkdir()
+    (save_dir / "ckpt-0-step2_temp" / "part-00000-of-00001.data-00000-of-00001").write_text("half")
+    (save_dir / f"config.json.tmp{os.getpid()}").write_text("half")
     notices = []
     lock = run_dir.SaveDirLock(str(save_dir)).acquire(notices.append)
     assert len(notices) == 1 and "stale lock" in notices[0] and f"pid {holder.pid}" in notices[0]
     assert f"pid {os.getpid()}" in (save_dir / run_dir.LOCK_FILE).read_text()
+    run_dir.remove_dead_temporaries(str(save_dir))  # what train.py does once the run is accepted
+    assert sorted(os.listdir(save_dir)) == [f"config.json.tmp{os.getpid()}", run_dir.LOCK_FILE]
     with pytest.raises(run_dir.RunDirError, match="in use by another run"):
         run_dir.SaveDirLock(str(save_dir)).acquire(notices.append)  # held by this process
     lock.release()
+    os.remove(save_dir / f"config.json.tmp{os.getpid()}")
     assert os.listdir(save_dir) == []
 
 

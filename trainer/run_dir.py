@@ -7,6 +7,8 @@ that holds any trace of a run, and a second run is refused while the lock is hel
 import fcntl
 import json
 import os
+import re
+import shutil
 import socket
 import time
 
@@ -51,6 +53,35 @@ def refuse_new_run_over(save_dir):
         shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
         raise RunDirError(f"{save_dir!r} already holds a run ({shown}); pass --load_params to "
                           f"resume it or choose another --save_dir (nothing was changed)")
+
+
+_TEMPORARY = re.compile(r"^.+\.tmp(\d+)$")  # an atomic write's file before its rename
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_dead_temporaries(save_dir):
+    """Remove what a run killed in the middle of a write left in save_dir (the run that holds
+    its lock calls this once accepted, so no other run is writing there): the `<file>.tmp<pid>`
+    files of atomic writes whose writer has ended (a live writer's, sample.py's say, are kept),
+    and the `ckpt-..._temp` scratch directories of checkpoint saves, never a checkpoint."""
+    for name in os.listdir(save_dir):
+        match = _TEMPORARY.match(name)
+        path = os.path.join(save_dir, name)
+        if match and not _alive(int(match.group(1))) and os.path.isfile(path):
+            os.remove(path)
+    for files in ckpt.checkpoint_files(save_dir).values():
+        for name in files:
+            if name.endswith("_temp"):
+                shutil.rmtree(os.path.join(save_dir, name), ignore_errors=True)
 
 
 class SaveDirLock:
