@@ -96,14 +96,21 @@ PARITY_CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(PARITY_CONFIGS))
-def test_teacher_forced_parity(name):
+def parity_case(name):
+    """(model, Polyak averages or None, 3 images, their labels or None) of PARITY_CONFIGS[name]."""
     config = dict(PARITY_CONFIGS[name])
     use_ema = config.pop("ema")
     model = build_model(seed=len(name), **config)
     ema = PerturbedAverages(model.trainable_variables) if use_ema else None
     x = random_images(3, config["image_shape"], seed=7)
     h = one_hot_labels(3, config["num_classes"]) if config.get("num_classes") else None
+    return model, ema, x, h
+
+
+@pytest.mark.parametrize("name", sorted(PARITY_CONFIGS))
+def test_teacher_forced_parity(name):
+    config = PARITY_CONFIGS[name]
+    model, ema, x, h = parity_case(name)
 
     expected = model(x, h, ema=ema).numpy()
     cached = teacher_forced_params(model, x, h, ema=ema).numpy()

@@ -19,8 +19,7 @@ from pixel_cnn_pp import nn
 from pixel_cnn_pp.model import PixelCNNConfig, PixelCNNPP
 from fast_generation import teacher_forced_params
 from saved_state import checkpoint_values
-from test_fast_generation import (PARITY_CONFIGS, PerturbedAverages, build_model, one_hot_labels,
-                                  random_images)
+from test_fast_generation import PARITY_CONFIGS, parity_case
 from test_trainer_loop import make_trainer, same_start_and_batch
 from trainer import checkpoint, dist, optim, precision
 
@@ -280,12 +279,7 @@ def test_fast_sampler_adds_less_error_than_bf16_itself(name):
     average to the bf16 network's than those are to the fp32 network's (measured 0.0044-0.0050
     against 0.0060-0.0080), and never off by more than MAX_FAST_BF16_GAP (measured up to 0.078;
     a wrong cache or weight is off by whole units)."""
-    config = dict(PARITY_CONFIGS[name])
-    use_ema = config.pop("ema")
-    model = build_model(seed=len(name), **config)
-    ema = PerturbedAverages(model.trainable_variables) if use_ema else None
-    x = random_images(3, config["image_shape"], seed=7)
-    h = one_hot_labels(3, config["num_classes"]) if config.get("num_classes") else None
+    model, ema, x, h = parity_case(name)
     fp32 = model(x, h, ema=ema).numpy()
     precision.apply(model, "bf16")
     bf16 = model(x, h, ema=ema).numpy()
