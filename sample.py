@@ -10,7 +10,6 @@ A model family may add its own flags and outputs (temperatures, interpolation sh
 through its Family (trainer/families/): add_sample_arguments and sample_main. Flags of a family
 other than the checkpoint's are refused.
 """
-import argparse
 import os
 import re
 import sys
@@ -21,65 +20,12 @@ from trainer.startup import quiet_tensorflow_import  # noqa: E402
 
 quiet_tensorflow_import()
 
-from trainer import checkpoint, export, families, flags, precision  # noqa: E402
-from trainer.argtypes import PRECISIONS  # noqa: E402
+from trainer import flags  # noqa: E402
 
+if __name__ == "__main__":  # --help and flag mistakes answer before TensorFlow loads
+    flags.parse_sample_args(sys.argv[1:])
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("-o", "--save_dir", default="save",
-                        help="the newest checkpoint in here that restores completely")
-    parser.add_argument("-c", "--checkpoint", default=None,
-                        help="a checkpoint prefix such as save/ckpt-4, or a run directory (its "
-                             "newest checkpoint); overrides --save_dir")
-    parser.add_argument("--model", default=None, choices=families.names(),
-                        help="refuse checkpoints of any other model family")
-    parser.add_argument("--n", type=flags.positive_int, default=16, help="number of images")
-    parser.add_argument("-s", "--seed", type=int, default=1,
-                        help="seeds the samples: the same seed gives the same images")
-    parser.add_argument("--label", type=int, default=None,
-                        help="class of every image (class-conditional models; default: cycle "
-                             "through the classes)")
-    parser.add_argument("--sampler", default=None,
-                        help="the checkpoint family's sampler, one of " + "; ".join(
-                            f"{name}: " + ", ".join(
-                                sampler + (" (default)" if sampler == family.default_sampler
-                                           else "") for sampler in sorted(family.samplers))
-                            for name, family in sorted(families.FAMILIES.items())) +
-                             " (PixelCNN++: fast is the cached sampler, naive a full forward "
-                             "pass per pixel)")
-    parser.add_argument("--out", default=None,
-                        help="PNG path; the raw uint8 images go beside it as .npz (default: "
-                             "beside the checkpoint, named after what it holds, e.g. "
-                             "sample_<sampler>_seed<seed>.png)")
-    parser.add_argument("--force", action="store_true",
-                        help="overwrite existing output files (refused otherwise)")
-    parser.add_argument("--sheet_width", type=flags.positive_int, default=512,
-                        help="the PNG sheet is scaled up (nearest neighbour, a whole factor) to "
-                             "at least this many pixels wide; 1: native size")
-    parser.add_argument("--seed_b", type=int, default=None,
-                        help="interpolation: the second end's seed (families that interpolate)")
-    parser.add_argument("--label_b", type=int, default=None,
-                        help="interpolation: the second end's class (class-conditional models)")
-    parser.add_argument("--steps", type=flags.positive_int, default=8,
-                        help="interpolation: images from one end to the other, both included")
-    parser.add_argument("--precision", choices=PRECISIONS, default=None,
-                        help="compute dtype of the network while sampling or in the export: "
-                             "fp32, bf16 or fp16 (default: the run's)")
-    flags.add_cache_dir_argument(parser)
-    parser.add_argument("--export", default=None, metavar="DIR",
-                        help="write a hub-style SavedModel (z, y, truncation -> images in [-1, 1]) "
-                             "to DIR instead of sampling; see trainer/export.py")
-    family_flags = {}
-    for name in families.names():
-        group = parser.add_argument_group(f"--model {name} only")
-        families.get(name).add_sample_arguments(group)
-        family_flags[name] = [action.dest for action in group._group_actions]
-    args = parser.parse_args(argv)
-    return args, {name: {dest: getattr(args, dest) for dest in dests
-                         if getattr(args, dest) != parser.get_default(dest)}
-                  for name, dests in family_flags.items()}
+from trainer import checkpoint, export, families, precision  # noqa: E402
 
 
 def check_family_flags(kind, given_by_family):
@@ -99,7 +45,7 @@ def load(args, given_by_family, path):
     if args.model and kind != args.model:
         raise checkpoint.CheckpointError(f"{path} holds a {kind!r} model, not "
                                          f"{args.model!r}")
-    if kind in families.FAMILIES:  # checked before the model is built
+    if kind in families.names():  # checked before the model is built
         family = families.get(kind)
         check_family_flags(kind, given_by_family)
         args.sampler = args.sampler or family.default_sampler
@@ -143,7 +89,7 @@ def checked_outputs(prefix, force):
 
 
 def main(argv=None):
-    args, given_by_family = parse_args(argv)
+    args, given_by_family = flags.parse_sample_args(argv)
     try:
         checkpoint_directory_or_prefix(args)
         if args.out:

@@ -27,10 +27,15 @@ from trainer.startup import quiet_tensorflow_import  # noqa: E402
 
 quiet_tensorflow_import()
 
+from trainer import flags  # noqa: E402
+
+if __name__ == "__main__":  # --help and flag mistakes answer before TensorFlow loads
+    flags.parse_train_flags(sys.argv[1:])
+
 import numpy as np  # noqa: E402
 
 import data  # noqa: E402
-from trainer import checkpoint, dist, flags, loop, precision, run_dir  # noqa: E402
+from trainer import checkpoint, dist, loop, precision, run_dir  # noqa: E402
 from trainer.logger import Logger  # noqa: E402
 
 EXIT_STOPPED = 3

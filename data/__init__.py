@@ -11,8 +11,7 @@ into a cache that later loads memory-map (`data.cache`); `cache_dir` says where 
 """
 import os
 
-from data import pipeline
-from data.base import SOURCES, SPLITS, Arrays, DataError, DatasetInfo, check_split
+from data.base import SOURCES, SPLITS, Arrays, DataError, DatasetInfo, check_split, shard_indices
 
 DEFAULT_DATA_SET = "real32"
 
@@ -77,12 +76,13 @@ def shard_positions(name, data_dir, split, num_shards=1, shard_index=0, *, image
     order. Shards of array sets and record-sharded streams take every num_shards-th example;
     file-sharded streams (TFRecord sets with at least as many files as shards) take whole
     files, so their shards can differ in size by more than one example."""
+    from data import pipeline  # here: importing `data` needs no TensorFlow (train.py --help)
     check_split(split)
     pipeline.Options(num_shards=num_shards, shard_index=shard_index).check()
     source = _source(name, data_dir, image_size, cache_dir)
     if source.streamed:
         return source.shard_positions(split, num_shards, shard_index)
-    return pipeline.shard_indices(source.info().split_sizes[split], num_shards, shard_index)
+    return shard_indices(source.info().split_sizes[split], num_shards, shard_index)
 
 
 def _read_only(split_arrays):
@@ -103,6 +103,7 @@ def load(name, data_dir, split, *, image_size=None, batch_size=None, shuffle=Fal
     of `epoch` (examples when batch_size is None) to resume mid-epoch; drop_remainder=False keeps
     the last partial batch. `shard_positions` says which examples a shard holds. The
     data.pipeline docstring has the details."""
+    from data import pipeline  # here: importing `data` needs no TensorFlow (train.py --help)
     check_split(split)
     source = _source(name, data_dir, image_size, cache_dir)
     options = pipeline.Options(batch_size=batch_size, shuffle=shuffle, seed=seed, epoch=epoch,

@@ -5,6 +5,9 @@ hold their pixels in arrays (in memory, or memory-mapped from a cache: `data.cac
 `arrays`; sources streamed from record files implement `records`, which hands each worker only
 its own records. Everything after that (shuffling, batching, repeat, prefetch) is
 `data.pipeline`'s job and is shared by every source.
+
+This module, and every source module at import, needs no TensorFlow: the data set names (train.py
+--help) are known without it.
 """
 import dataclasses
 from typing import Optional
@@ -80,6 +83,11 @@ def register(cls):
     """Class decorator: make a Source available to `data.load(cls.name, ...)`."""
     SOURCES[cls.name] = cls
     return cls
+
+
+def shard_indices(num_examples, num_shards, shard_index):
+    """The examples one shard owns: every num_shards-th, starting at shard_index."""
+    return np.arange(shard_index, num_examples, num_shards, dtype=np.int64)
 
 
 def check_split(split):

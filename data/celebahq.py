@@ -44,11 +44,10 @@ import re
 import struct
 
 import numpy as np
-import tensorflow as tf
 
 from data import cache, images
-from data.base import SPLITS, Arrays, DataError, DatasetInfo, Source, check_split, register
-from data.pipeline import shard_indices
+from data.base import (SPLITS, Arrays, DataError, DatasetInfo, Source, check_split, register,
+                       shard_indices)
 
 DEFAULT_IMAGE_SIZE = 256
 
@@ -103,6 +102,7 @@ def count_tfrecords(path):
 
 def first_example(path):
     """The first record of a TFRecord file as a dict feature name -> list of values."""
+    import tensorflow as tf  # here: the data set names are read without TensorFlow
     try:
         serialized = next(iter(tf.data.TFRecordDataset(path).take(1))).numpy()
         example = tf.train.Example.FromString(serialized)
@@ -191,6 +191,7 @@ class _TFRecordSource(Source):
                               [np.zeros([0], np.int64)]).astype(np.int64)
 
     def records(self, split, num_shards=1, shard_index=0):
+        import tensorflow as tf  # here: the data set names are read without TensorFlow
         check_split(split)
         size, _ = power_of_two_size(self.name, self.image_size)
         has_attributes = self._has_attributes(size)
@@ -216,6 +217,7 @@ class _TFRecordSource(Source):
         Missing features parse to defaults that fail the checks below, so every malformed record
         raises InvalidArgumentError naming its file instead of a message without one.
         """
+        import tensorflow as tf  # here: the data set names are read without TensorFlow
         spec = {"shape": tf.io.FixedLenFeature([3], tf.int64, default_value=[0, 0, 0]),
                 "data": tf.io.FixedLenFeature([], tf.string, default_value="")}
         if has_attributes:

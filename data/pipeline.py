@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from data.base import Arrays, DataError, DatasetInfo
+from data.base import Arrays, DataError, DatasetInfo, shard_indices
 
 # Unbatched in-memory datasets still gather this many examples per numpy call, then unbatch.
 GATHER_CHUNK = 256
@@ -53,11 +53,6 @@ class Options:
         for field in ("seed", "epoch", "skip_batches"):
             if getattr(self, field) < 0:
                 raise DataError(f"{field} must be >= 0, got {getattr(self, field)}")
-
-
-def shard_indices(num_examples, num_shards, shard_index):
-    """The examples one shard owns: every num_shards-th, starting at shard_index."""
-    return np.arange(shard_index, num_examples, num_shards, dtype=np.int64)
 
 
 def epoch_order(indices, seed, epoch):

@@ -15,7 +15,7 @@ from PIL import Image
 from photo_crops import photo_crops
 import data
 from data import cache, folder, images, imagenet, pipeline
-from data.base import DataError
+from data.base import DataError, shard_indices
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -168,7 +168,7 @@ def test_an_epoch_reads_the_cache_without_mapping_it_into_memory(tmp_path):
                                      cache_dir=cache_dir):
         seen.append(batch_images.numpy())
     seen = np.concatenate(seen)
-    own = pipeline.shard_indices(len(pixels), 2, 1)
+    own = shard_indices(len(pixels), 2, 1)
     expected = train_part(crops)[pipeline.epoch_order(own, 4, 0)]
     np.testing.assert_array_equal(seen, expected)
     assert mapped_kilobytes(pixels.filename) == 0  # the reads went through pread

@@ -14,6 +14,7 @@ import train
 from data.pixels import to_model_input
 from saved_state import checkpoint_values
 from trainer import export, families, optim
+from trainer.families.base import Family
 
 
 class PixelCategorical(tf.Module):
@@ -47,7 +48,7 @@ class CategoricalModule(export.HubModule):
         return to_model_input(draw(self.model, self.batch_size, z, self.ema))
 
 
-class CategoricalFamily(families.Family):
+class CategoricalFamily(Family):
     name = "categorical"
     profiles = {kind: dict(batch_size=8, nr_gpu=1, max_epochs=2, save_interval=1,
                            sample_batch_size=4) for kind in ("cpu", "paper")}
@@ -83,6 +84,7 @@ class CategoricalFamily(families.Family):
 def family():
     registered = families.register(CategoricalFamily())
     yield registered
+    families.FLAGS.pop(registered.name)
     families.FAMILIES.pop(registered.name)
 
 

@@ -1,7 +1,13 @@
 """train.py flags: the per-data-set table fills what is unset, explicit flags always win."""
+import os
+import subprocess
+import sys
+
 import pytest
 
 from trainer import families, flags
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_paper_data_sets_get_the_original_defaults():
@@ -37,10 +43,9 @@ def test_impossible_values_are_argparse_errors(argv, capsys):
 
 
 def sample_parser():
-    """sample.py's parser (parse_args builds it and parses; catch it at parse time)."""
+    """sample.py's parser (parse_sample_args builds it and parses; catch it at parse time)."""
     import argparse
 
-    import sample
     built = {}
 
     def capture(parser, *args, **kwargs):
@@ -51,7 +56,7 @@ def sample_parser():
     argparse.ArgumentParser.parse_args = capture
     try:
         with pytest.raises(SystemExit):
-            sample.parse_args([])
+            flags.parse_sample_args([])
     finally:
         argparse.ArgumentParser.parse_args = original
     return built["parser"]
@@ -69,8 +74,47 @@ def test_every_sample_flag_has_a_help_text_and_the_samplers_are_listed():
     parser = sample_parser()
     assert [action.option_strings for action in parser._actions if not action.help] == []
     sampler_help = next(a.help for a in parser._actions if a.dest == "sampler")
-    for family in families.FAMILIES.values():
-        assert all(sampler in sampler_help for sampler in family.samplers)
+    for name in families.names():
+        assert all(sampler in sampler_help for sampler in families.flags_of(name).sampler_names)
+
+
+HELP_AND_MISTAKES = [("train.py", "--help", 0), ("train.py", "--model glow --help", 0),
+                     ("train.py", "--model biggan --help", 0), ("sample.py", "--help", 0),
+                     ("train.py", "--model glow --problem cifar10", 2),
+                     ("train.py", "-d no_such_set", 2), ("sample.py", "--n 0", 2)]
+
+
+@pytest.mark.parametrize("script, arguments, code", HELP_AND_MISTAKES)
+def test_help_and_flag_mistakes_answer_without_importing_tensorflow(script, arguments, code):
+    """The scripts parse their flags before TensorFlow loads, so --help takes a fraction of a
+    second instead of TensorFlow's import."""
+    probe = ("import runpy, sys\n"
+             f"sys.argv = [{script!r}, *{arguments.split()!r}]\n"
+             "try:\n"
+             f"    runpy.run_path({script!r}, run_name='__main__')\n"
+             "except SystemExit as end:\n"
+             "    print('exit', end.code, 'tensorflow' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPOSITORY, capture_output=True,
+                            text=True)
+    assert result.stdout.splitlines()[-1] == f"exit {code} False", result.stderr
+    assert ("usage:" in result.stdout) == (code == 0)
+
+
+@pytest.mark.parametrize("name", families.names())
+def test_a_family_model_side_is_its_command_line_with_its_samplers(name):
+    declared, family = families.flags_of(name), families.get(name)
+    assert isinstance(family, type(declared))  # the model side extends the declaration
+    assert family.sampler_names == tuple(sorted(family.samplers))
+    assert family.default_sampler in family.samplers
+
+
+def test_glow_flag_choices_are_the_values_the_model_accepts():
+    from data import augment
+    from glow import model as glow_model
+    from trainer.families import glow_flags
+    assert glow_flags.PERMUTATIONS == tuple(sorted(glow_model.PERMUTATIONS))
+    assert glow_flags.COUPLINGS == tuple(sorted(glow_model.COUPLINGS))
+    assert glow_flags.AUGMENTATION_LEVELS == augment.LEVELS
 
 
 @pytest.mark.parametrize("argv, hint", [

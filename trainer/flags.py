@@ -1,10 +1,12 @@
-"""Command-line flags of train.py, defined once.
+"""Command-line flags of train.py and sample.py, defined once, parsed without importing TensorFlow
+(so --help and a mistyped flag answer at once).
 
 Flags the trainer needs for every family live here; each family adds its own
-(`Family.add_arguments`). Flags whose best value depends on the data set (architecture, batch
-size, epochs, devices) default to None and are filled from the family's profile for the data
-set's kind (`Family.defaults(data_set)`): the paper setting for the paper data sets, a small CPU
-setting for the embedded ones. A flag given on the command line always wins.
+(`FamilyFlags.add_arguments`, `add_sample_arguments`). Flags whose best value depends on the data
+set (architecture, batch size, epochs, devices) default to None and are filled from the family's
+profile for the data set's kind (`FamilyFlags.defaults(data_set)`): the paper setting for the
+paper data sets, a small CPU setting for the embedded ones. A flag given on the command line
+always wins.
 """
 import argparse
 
@@ -211,10 +213,16 @@ def describe_profile_defaults(parser, family):
 
 def parse_train_args(argv=None):
     """(args, Family) with every None default filled from the family's profile."""
+    args, family_flags = parse_train_flags(argv)
+    return args, families.get(family_flags.name)
+
+
+def parse_train_flags(argv=None):
+    """(args, the family's FamilyFlags) as parse_train_args, without importing TensorFlow."""
     selector = argparse.ArgumentParser(add_help=False)
     selector.add_argument("--model", default=families.DEFAULT_FAMILY, choices=families.names())
     selected, _ = selector.parse_known_args(argv)
-    family = families.get(selected.model)
+    family = families.flags_of(selected.model)
     parser = train_parser(family)
     args = parse_with_hints(parser, argv, family)
     for name, value in family.defaults(args.data_set, args.image_size).items():
@@ -232,3 +240,62 @@ def parse_train_args(argv=None):
         if range_error(name, value):
             parser.error(range_error(name, value))
     return args, family
+
+
+def parse_sample_args(argv=None):
+    """(args, {family: {flag: value} of the flags of that family given})."""
+    parser = argparse.ArgumentParser(description="Draw samples from a checkpoint written by "
+                                                 "train.py, with its Polyak-averaged weights.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("-o", "--save_dir", default="save",
+                        help="the newest checkpoint in here that restores completely")
+    parser.add_argument("-c", "--checkpoint", default=None,
+                        help="a checkpoint prefix such as save/ckpt-4, or a run directory (its "
+                             "newest checkpoint); overrides --save_dir")
+    parser.add_argument("--model", default=None, choices=families.names(),
+                        help="refuse checkpoints of any other model family")
+    parser.add_argument("--n", type=positive_int, default=16, help="number of images")
+    parser.add_argument("-s", "--seed", type=int, default=1,
+                        help="seeds the samples: the same seed gives the same images")
+    parser.add_argument("--label", type=int, default=None,
+                        help="class of every image (class-conditional models; default: cycle "
+                             "through the classes)")
+    parser.add_argument("--sampler", default=None,
+                        help="the checkpoint family's sampler, one of " + "; ".join(
+                            f"{name}: " + ", ".join(
+                                sampler + (" (default)" if sampler == family.default_sampler
+                                           else "") for sampler in family.sampler_names)
+                            for name, family in sorted(families.FLAGS.items())) +
+                             " (PixelCNN++: fast is the cached sampler, naive a full forward "
+                             "pass per pixel)")
+    parser.add_argument("--out", default=None,
+                        help="PNG path; the raw uint8 images go beside it as .npz (default: "
+                             "beside the checkpoint, named after what it holds, e.g. "
+                             "sample_<sampler>_seed<seed>.png)")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite existing output files (refused otherwise)")
+    parser.add_argument("--sheet_width", type=positive_int, default=512,
+                        help="the PNG sheet is scaled up (nearest neighbour, a whole factor) to "
+                             "at least this many pixels wide; 1: native size")
+    parser.add_argument("--seed_b", type=int, default=None,
+                        help="interpolation: the second end's seed (families that interpolate)")
+    parser.add_argument("--label_b", type=int, default=None,
+                        help="interpolation: the second end's class (class-conditional models)")
+    parser.add_argument("--steps", type=positive_int, default=8,
+                        help="interpolation: images from one end to the other, both included")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="compute dtype of the network while sampling or in the export: "
+                             "fp32, bf16 or fp16 (default: the run's)")
+    add_cache_dir_argument(parser)
+    parser.add_argument("--export", default=None, metavar="DIR",
+                        help="write a hub-style SavedModel (z, y, truncation -> images in [-1, 1]) "
+                             "to DIR instead of sampling; see trainer/export.py")
+    family_flags = {}
+    for name in families.names():
+        group = parser.add_argument_group(f"--model {name} only")
+        families.flags_of(name).add_sample_arguments(group)
+        family_flags[name] = [action.dest for action in group._group_actions]
+    args = parser.parse_args(argv)
+    return args, {name: {dest: getattr(args, dest) for dest in dests
+                         if getattr(args, dest) != parser.get_default(dest)}
+                  for name, dests in family_flags.items()}

@@ -9,10 +9,9 @@ per-image negative log-likelihood with one optimizer; override what differs.
 Units: `nats` is the per-image negative log-likelihood in nats for every family;
 `data.pixels.bits_per_dim` turns it into bits per sub-pixel, the number the loop logs.
 
-Flag defaults: every data set is of a kind (`profiles.KIND_OF_DATA_SET`): the small CPU kind
-(embedded and folder sets) or the paper kind (the papers' data sets, and any data set not in the
-table). A family's `profiles[kind]` are its defaults for that kind, refined per data set by
-`data_set_profiles`. A flag given on the command line always wins.
+Flags: a Family is also its command-line side (`family_flags.FamilyFlags`: name, flags, per-data-set
+defaults). A built-in family keeps that side in its own TensorFlow-free module
+(`<name>_flags.py`), which its Family extends, so that flags parse before TensorFlow loads.
 """
 import numpy as np
 import tensorflow as tf
@@ -20,22 +19,12 @@ import tensorflow as tf
 from data.pixels import bits_per_dim
 from trainer import images as image_files
 from trainer.export import ExportError
-from trainer.families.profiles import kind_of_data_set
+from trainer.families.family_flags import FamilyFlags, SampleError
 
 
-class SampleError(Exception):
-    """sample.py's flags cannot be served for this model. The message is one line."""
-
-
-class Family:
-    name = None
-    # {"cpu": {...}, "paper": {...}}: flag values for the flags left unset (None)
-    profiles = {}
-    # {data_set: {...}}: refinements of the data set's kind profile
-    data_set_profiles = {}
+class Family(FamilyFlags):
     # {name: fn(model, num_images, seed, labels=None, ema=None) -> uint8 [N, H, W, C]}
     samplers = {}
-    default_sampler = None
     # False: no likelihood (a GAN): --eval_only is refused and no test bits/dim is logged
     has_likelihood = True
     # False: refuse Horovod / multi-worker launches with one line
@@ -47,17 +36,10 @@ class Family:
 
     # -- configuration ---------------------------------------------------------------------
 
-    def defaults(self, data_set, image_size=None):
-        """Values for the flags left at None on `data_set` (at --image_size `image_size`)."""
-        values = dict(self.profiles[kind_of_data_set(data_set)])
-        values.update(self.data_set_profiles.get(data_set, {}))
-        return values
-
-    def add_arguments(self, parser):
-        """The family's own train.py flags."""
-
-    def add_sample_arguments(self, group):
-        """The family's own sample.py flags (an argument group named after it)."""
+    @property
+    def sampler_names(self):
+        """A family defined in one class names its samplers by `samplers` alone."""
+        return tuple(sorted(self.samplers))
 
     def model_config(self, args, info):
         """Validated, JSON-serialisable model configuration from the flags and the data set's
