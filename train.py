@@ -35,7 +35,7 @@ if __name__ == "__main__":  # --help and flag mistakes answer before TensorFlow 
 import numpy as np  # noqa: E402
 
 import data  # noqa: E402
-from trainer import checkpoint, dist, loop, precision, run_dir  # noqa: E402
+from trainer import checkpoint, dist, files, loop, precision, run_dir  # noqa: E402
 from trainer.logger import Logger  # noqa: E402
 
 EXIT_STOPPED = 3
@@ -46,13 +46,8 @@ def evaluate_only(trainer, args, out):
     nats = trainer.evaluate()  # every process takes part; rank 0 writes
     if not trainer.processes.is_chief:
         return
-    temporary = f"{out}.tmp{os.getpid()}.npy"
-    try:
+    with files.replaced(out, ".npy") as temporary:
         np.save(temporary, nats)
-        os.replace(temporary, out)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
     print(f"test bits_per_dim = {trainer.test_bits_per_dim(nats):.4f} over {len(nats)} images; "
           f"per-image NLL (nats) written to {out}")
 

@@ -22,13 +22,13 @@ import hashlib
 import importlib.util
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from data import cache
 from data.base import Arrays, DataError, DatasetInfo, Source, check_split, register
 
 # (class name, package whose wheel holds the photo, path inside that package)
@@ -141,20 +141,6 @@ def checksum(arrays):
     return digest.hexdigest()
 
 
-def _write_atomically(path, write):
-    """Call write(file) on a temporary file next to `path`, then move it into place."""
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path),
-                                         prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; a cache is for every user
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
 def write_cache(cache_dir, arrays):
     """Write real32.json (checksum, sizes, class names) and then real32.npz, each atomically.
     The npz appears last, so its presence means the pair is complete."""
@@ -165,9 +151,9 @@ def write_cache(cache_dir, arrays):
         "split_sizes": {"train": len(arrays["trainx"]), "test": len(arrays["testx"])},
         "class_names": [str(name) for name in arrays["sources"]],
     }
-    _write_atomically(os.path.join(cache_dir, "real32.json"),
+    cache.write_atomically(os.path.join(cache_dir, "real32.json"),
                       lambda file: file.write(json.dumps(index, indent=1).encode()))
-    _write_atomically(os.path.join(cache_dir, "real32.npz"),
+    cache.write_atomically(os.path.join(cache_dir, "real32.npz"),
                       lambda file: np.savez_compressed(file, **arrays))
 
 

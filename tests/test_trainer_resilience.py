@@ -241,6 +241,7 @@ def test_one_run_per_directory_and_stale_locks_and_dead_temporaries_are_cleared(
     # writes the kill interrupted (a file and a checkpoint save's scratch directory), and one of
     # a live process (sample.py, say)
     (save_dir / f"checkpoint.tmp{holder.pid}").write_text("half")
+    (save_dir / f"test_nll.npy.tmp{holder.pid}.npy").write_text("half")  # np.save's name
     (save_dir / "ckpt-0-step2_temp").mkdir()
     (save_dir / "ckpt-0-step2_temp" / "part-00000-of-00001.data-00000-of-00001").write_text("half")
     (save_dir / f"config.json.tmp{os.getpid()}").write_text("half")

@@ -26,6 +26,8 @@ import time
 
 import tensorflow as tf
 
+from trainer import files
+
 CONFIG_FILE = "config.json"
 STATE_FILE = "checkpoint"
 SUPERSEDED_DIR = "superseded"
@@ -43,14 +45,7 @@ class DamagedCheckpointError(CheckpointError):
 
 
 def write_json_atomic(path, value):
-    temporary = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(temporary, "w") as file:
-            json.dump(value, file, indent=1, sort_keys=True)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    files.write_text(path, json.dumps(value, indent=1, sort_keys=True))
 
 
 def checkpoint_name(epoch, step=None):
@@ -79,8 +74,8 @@ def checkpoint_files(save_dir):
 
 def checkpoint_names(save_dir):
     """Names of the checkpoints in save_dir that have an index file, oldest first."""
-    return sorted((name for name, files in checkpoint_files(save_dir).items()
-                   if name + ".index" in files), key=_order)
+    return sorted((name for name, entries in checkpoint_files(save_dir).items()
+                   if name + ".index" in entries), key=_order)
 
 
 def latest_checkpoint(save_dir):
@@ -164,18 +159,11 @@ def _write_state(save_dir, names):
     """The index file tf.train.latest_checkpoint reads (a CheckpointState text proto)."""
     lines = [f'model_checkpoint_path: "{names[-1]}"'] + \
         [f'all_model_checkpoint_paths: "{name}"' for name in names]
-    path = os.path.join(save_dir, STATE_FILE)
-    temporary = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(temporary, "w") as file:
-            file.write("\n".join(lines) + "\n")
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    files.write_text(os.path.join(save_dir, STATE_FILE), "\n".join(lines) + "\n")
 
 
-def _remove_files(save_dir, entries):
+def remove_files(save_dir, entries):
+    """Remove these files and directories of save_dir (those that exist)."""
     for entry in entries:
         path = os.path.join(save_dir, entry)
         if os.path.isdir(path):
@@ -231,14 +219,14 @@ class RunCheckpoint:
             try:
                 self.checkpoint.write(prefix)
             except BaseException:
-                _remove_files(save_dir, checkpoint_files(save_dir).get(name, []))
+                remove_files(save_dir, checkpoint_files(save_dir).get(name, []))
                 raise
             kept = [kept for kept in self.kept if kept != name] + [name]
             pruned, self.kept = kept[:-self.max_to_keep], kept[-self.max_to_keep:]
             _write_state(save_dir, self.kept)
             write_json_atomic(os.path.join(save_dir, CONFIG_FILE), self.run_config)
             for old in pruned:
-                _remove_files(save_dir, checkpoint_files(save_dir).get(old, []))
+                remove_files(save_dir, checkpoint_files(save_dir).get(old, []))
         except (OSError, tf.errors.OpError) as error:
             previous = [other for other in checkpoint_names(save_dir) if other != name]
             intact = (f"the previous checkpoint {os.path.join(save_dir, previous[-1])} is "

@@ -28,7 +28,6 @@ baked into the SavedModel. What z and truncation are, per family:
   the common calling convention and must be 1.0 (checked).
 """
 import os
-import shutil
 
 import numpy as np
 import tensorflow as tf
@@ -37,6 +36,7 @@ from tqdm import tqdm
 from biggan.layers import RUNNING
 from biggan.model import STANDING_BATCH
 from fast_generation import sample_fast
+from trainer import files
 
 
 class ExportError(Exception):
@@ -164,10 +164,6 @@ def export(module, directory):
     if os.path.exists(directory):
         raise ExportError(f"--export {directory}: already exists; remove it or choose another "
                           f"directory")
-    temporary = f"{os.path.normpath(directory)}.tmp{os.getpid()}"
-    try:
+    with files.replaced(directory) as temporary:
         tf.saved_model.save(module, temporary, signatures={"serving_default": module.serve})
-        os.replace(temporary, directory)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
     return directory

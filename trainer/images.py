@@ -15,10 +15,11 @@ One layout for every family's samples (train.py's per-save files and every sampl
 """
 import io
 import math
-import os
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from trainer import files
 
 GAP = 2  # pixels between images and around the sheet
 BACKGROUND = 255
@@ -75,31 +76,19 @@ def with_row_labels(grid, labels, row_height):
     return picture[..., None] if mode == "L" else picture
 
 
-def write_atomic(path, payload):
-    """Write bytes to `path` through a temporary file, so no reader ever sees half a file."""
-    temporary = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(temporary, "wb") as file:
-            file.write(payload)
-        os.replace(temporary, path)
-    finally:  # a failed write (full disk) leaves no temporary file behind
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
 def save_png(path, image):
     """One uint8 image [H, W, C] (C = 1 or 3) as a PNG."""
     image = np.asarray(image)
     buffer = io.BytesIO()
     Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, format="PNG")
-    write_atomic(path, buffer.getvalue())
+    files.write_bytes(path, buffer.getvalue())
 
 
 def save_arrays(path, **arrays):
     """Named arrays as one .npz file."""
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    write_atomic(path, buffer.getvalue())
+    files.write_bytes(path, buffer.getvalue())
 
 
 def save_samples(prefix, images, row_labels=None, min_width=DEFAULT_MIN_WIDTH, columns=None,

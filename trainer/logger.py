@@ -23,6 +23,8 @@ import time
 
 from PIL import Image, ImageDraw, ImageFont
 
+from trainer import files
+
 LOG_FILE = "log.jsonl"
 CURVES_FILE = "curves.png"
 PLAIN_PROGRESS_SECONDS = 30.0
@@ -148,10 +150,9 @@ class Logger:
 
     def write_curves(self):
         """Redraw <save_dir>/curves.png from log.jsonl."""
-        from trainer.images import write_atomic
         buffer = io.BytesIO()
         draw_curves(read_log(self.path)).save(buffer, format="PNG")
-        write_atomic(os.path.join(self.save_dir, CURVES_FILE), buffer.getvalue())
+        files.write_bytes(os.path.join(self.save_dir, CURVES_FILE), buffer.getvalue())
 
 
 def read_log(path):

@@ -7,12 +7,11 @@ that holds any trace of a run, and a second run is refused while the lock is hel
 import fcntl
 import json
 import os
-import re
-import shutil
 import socket
 import time
 
 from trainer import checkpoint as ckpt
+from trainer import files
 from trainer.logger import LOG_FILE
 
 LOCK_FILE = "run.lock"
@@ -41,8 +40,8 @@ def run_files(save_dir):
     if not os.path.isdir(save_dir):
         return []
     entries = set(os.listdir(save_dir)) & {ckpt.STATE_FILE, ckpt.CONFIG_FILE, LOG_FILE}
-    for files in ckpt.checkpoint_files(save_dir).values():
-        entries.update(files)
+    for names in ckpt.checkpoint_files(save_dir).values():
+        entries.update(names)
     return sorted(entries)
 
 
@@ -55,33 +54,15 @@ def refuse_new_run_over(save_dir):
                           f"resume it or choose another --save_dir (nothing was changed)")
 
 
-_TEMPORARY = re.compile(r"^.+\.tmp(\d+)$")  # an atomic write's file before its rename
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
 def remove_dead_temporaries(save_dir):
     """Remove what a run killed in the middle of a write left in save_dir (the run that holds
     its lock calls this once accepted, so no other run is writing there): the `<file>.tmp<pid>`
     files of atomic writes whose writer has ended (a live writer's, sample.py's say, are kept),
     and the `ckpt-..._temp` scratch directories of checkpoint saves, never a checkpoint."""
-    for name in os.listdir(save_dir):
-        match = _TEMPORARY.match(name)
-        path = os.path.join(save_dir, name)
-        if match and not _alive(int(match.group(1))) and os.path.isfile(path):
-            os.remove(path)
-    for files in ckpt.checkpoint_files(save_dir).values():
-        for name in files:
-            if name.endswith("_temp"):
-                shutil.rmtree(os.path.join(save_dir, name), ignore_errors=True)
+    for name in files.dead_temporaries(save_dir):
+        os.remove(os.path.join(save_dir, name))
+    for names in ckpt.checkpoint_files(save_dir).values():
+        ckpt.remove_files(save_dir, [name for name in names if name.endswith("_temp")])
 
 
 class SaveDirLock:
@@ -191,14 +172,7 @@ def trim_log(save_dir, step):
     kept = [line for line in lines if not _after(line, step)]
     if len(kept) == len(lines):
         return 0
-    temporary = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(temporary, "w") as file:
-            file.writelines(kept)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    files.write_text(path, "".join(kept))
     return len(lines) - len(kept)
 
 
