@@ -38,9 +38,8 @@ import tempfile
 import zipfile
 
 import numpy as np
-from tqdm import tqdm
-
 from data.base import DataError
+from data.progress import progress
 
 # Bump when the manifest, the pixel layout or the decoding changes (2: 16-bit greyscale was
 # saturated at 255 before), so that older caches are rebuilt.
@@ -224,6 +223,8 @@ def build_array(path, paths, image_shape, decode, description):
         note(f"{path}: resuming an interrupted build, {finished.sum()} of {len(paths)} images "
              f"already decoded")
     else:
+        # off a terminal the progress lines start after 30 s; say at once what is being built
+        note(f"{description}: {len(paths)} images into {path}")
         finished = np.zeros(len(paths), bool)
         for stale in (partial, done_log):
             if os.path.exists(stale):
@@ -242,11 +243,9 @@ def build_array(path, paths, image_shape, decode, description):
     tasks = [((start, stop), (partial, offset + start * row_bytes, tuple(image_shape),
                               paths[start:stop], decode))
              for start, stop in chunks if not finished[start:stop].all()]
-    with open(done_log, "a") as log, tqdm(total=len(paths), unit="img", desc=description,
-                                          initial=len(paths) - sum(b - a for (a, b), _ in tasks),
-                                          smoothing=0.1, leave=False,
-                                          # a log file gets a line every 30 s, not every 0.1 s
-                                          mininterval=0.1 if sys.stderr.isatty() else 30) as bar:
+    with open(done_log, "a") as log, progress(
+            total=len(paths), desc=description, unit="img",
+            initial=len(paths) - sum(b - a for (a, b), _ in tasks)) as bar:
         def chunk_finished(rows, error):
             if error is not None:
                 raise DataError(error)

@@ -22,9 +22,9 @@ import zlib
 from urllib.request import urlopen
 
 import numpy as np
-from tqdm import tqdm
 
 from data.base import Arrays, DataError, DatasetInfo, Source, check_split, register
+from data.progress import progress
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ARCHIVE_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
@@ -32,6 +32,7 @@ ARCHIVE_NAME = "cifar-10-python.tar.gz"
 BATCH_DIR = "cifar-10-batches-py"
 PIXEL_CNN_DIR = "cifar-10-python"  # openai/pixel-cnn's download folder inside data_dir
 DOWNLOAD_TIMEOUT_S = 10
+CHUNK = 1 << 20  # bytes per read of a download (progress counts MiB)
 SIDE = 32
 NUM_CLASSES = 10
 SPLIT_FILES = {
@@ -119,13 +120,14 @@ def download(url, destination, sha256, timeout=DOWNLOAD_TIMEOUT_S):
                                    suffix=".part")
     try:
         digest = hashlib.sha256()
-        total = int(response.headers.get("Content-Length") or 0) or None
-        with response, os.fdopen(fd, "wb") as out, tqdm(
-                total=total, unit="B", unit_scale=True, desc=os.path.basename(destination)) as bar:
-            while chunk := response.read(1 << 20):
+        size = int(response.headers.get("Content-Length") or 0)
+        with response, os.fdopen(fd, "wb") as out, progress(
+                total=-(-size // CHUNK) or None, unit="MiB",
+                desc=os.path.basename(destination)) as bar:
+            while chunk := response.read(CHUNK):
                 digest.update(chunk)
                 out.write(chunk)
-                bar.update(len(chunk))
+                bar.update(1)
         if digest.hexdigest() != sha256:
             raise DataError(f"{url}: downloaded sha256 {digest.hexdigest()} differs from the "
                             f"expected {sha256}: {how_to_fix}")
@@ -154,7 +156,7 @@ def extract_batches(archive):
                                 f"{', '.join(n for n in needed if n not in found)}; replace it "
                                 f"with the original {ARCHIVE_NAME} from {URL}")
             os.mkdir(os.path.join(staging, BATCH_DIR))
-            for member in tqdm(members, desc=f"extracting {ARCHIVE_NAME}", unit="file"):
+            for member in progress(members, desc=f"extracting {ARCHIVE_NAME}", unit="files"):
                 out_path = os.path.join(staging, BATCH_DIR, os.path.basename(member.name))
                 with tar.extractfile(member) as src, open(out_path, "wb") as dst:
                     shutil.copyfileobj(src, dst)

@@ -24,10 +24,9 @@ import zipfile
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
-
 from data import cache
 from data.base import Arrays, DataError, DatasetInfo, Source, check_split, register
+from data.progress import progress
 
 SIDES = (32, 64)
 
@@ -270,7 +269,7 @@ class ImageNetNpz(Source):
         images = np.empty((total, side, side, 3), np.uint8)
         labels = np.empty(total, np.int32)
         start = 0
-        for path, count in zip(tqdm(paths, desc=f"reading imagenet_npz {split}", unit="file"),
+        for path, count in zip(progress(paths, desc=f"reading imagenet_npz {split}", unit="files"),
                                sizes[split]):
             with np.load(path, allow_pickle=False) as batch:
                 data, batch_labels = batch["data"], batch["labels"]

@@ -26,10 +26,9 @@ import zipfile
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
-
 from data import cache
 from data.base import Arrays, DataError, DatasetInfo, Source, check_split, register
+from data.progress import progress
 
 # (class name, package whose wheel holds the photo, path inside that package)
 PHOTOS = (
@@ -113,8 +112,8 @@ def build():
     labels = {"train": [], "test": []}
     metadata = {"train": [], "test": []}
     seen = set()
-    for source, (name, package, relative_path) in enumerate(tqdm(PHOTOS, desc="building real32",
-                                                                  leave=False)):
+    for source, (name, package, relative_path) in enumerate(progress(PHOTOS, desc="building real32",
+                                                                      unit="photos")):
         photo = read_photo(photo_path(package, relative_path))
         for split, patch, scale, y0, x0 in photo_windows(photo):
             if patch.std() < MIN_STD or patch.tobytes() in seen:

@@ -22,8 +22,8 @@ exact zeros; the cached input layers see the previous row (pixel) instead, so th
 import weakref
 
 import tensorflow as tf
-from tqdm import tqdm
 
+from data.progress import progress
 from fast_generation import fast_nn
 from pixel_cnn_pp import nn
 from pixel_cnn_pp.model import ENERGY_DISTANCE_NOISE_CHANNELS, NUM_ENERGY_DISTANCE_SAMPLES
@@ -417,7 +417,8 @@ def sample_fast(model, num_images, seed, h=None, ema=None, batch_size=None):
     seed = nn.as_seed(seed)
     images = []
     offsets = range(0, num_images, batch_size)
-    for offset in tqdm(offsets, desc="fast sampling", unit="batch", disable=len(offsets) < 2):
+    for offset in progress(offsets, desc="fast sampling", unit="batches",
+                           disable=len(offsets) < 2):
         batch = min(batch_size, num_images - offset)
         images.append(generate(seed, h[offset:offset + batch], tf.constant(offset),
                                tf.constant(num_images),

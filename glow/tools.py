@@ -14,8 +14,8 @@ import tensorflow as tf
 from PIL import Image
 
 import data
+from data.progress import progress
 from glow import model as glow_model
-from trainer.logger import progress
 
 BATCH = 64  # images per encoder call
 

@@ -1,6 +1,8 @@
 """Does bfloat16 train as well as float32? Trains the same runs (same seed, data and steps) with
---precision fp32 and bf16 through train.py, and for --seed_runs families fp32 with another seed
-too (the run-to-run noise); prints the per-epoch test bits/dim (BigGAN: losses) side by side with
+--precision fp32 and bf16 through train.py; for --seed_runs families fp32 with another seed too
+(the run-to-run noise), and for --rounding_runs families fp32 with the same seed on TensorFlow's
+Eigen kernels instead of oneDNN's (TF_ENABLE_ONEDNN_OPTS=0: the same computation, rounded
+differently, so how far rounding alone moves a curve); prints the per-epoch test bits/dim (BigGAN: losses) side by side with
 their largest differences, and draws the learning curves to a PNG.
 
     python3 scripts/precision_quality.py --out docs/precision_quality.png
@@ -28,8 +30,10 @@ RUNS = {
     "glow": ["--model", "glow", "-d", "real32"],
     "biggan": ["--model", "biggan", "-d", "real32"],
 }
-# run name: (precision, seed); fp32-seed2 measures the run-to-run noise bf16 is compared with
-VARIANTS = {"fp32": ("fp32", 1), "bf16": ("bf16", 1), "fp32-seed2": ("fp32", 2)}
+# run name: (precision, seed, environment); fp32-seed2 measures the run-to-run noise bf16 is
+# compared with, fp32-eigen what float32 rounding alone does to the same run
+VARIANTS = {"fp32": ("fp32", 1, {}), "bf16": ("bf16", 1, {}), "fp32-seed2": ("fp32", 2, {}),
+            "fp32-eigen": ("fp32", 1, {"TF_ENABLE_ONEDNN_OPTS": "0"})}
 
 
 def train(family, variant, work, data_dir):
@@ -37,8 +41,8 @@ def train(family, variant, work, data_dir):
     save_dir = os.path.join(work, f"{family}_{variant}")
     log = os.path.join(save_dir, "log.jsonl")
     command = [sys.executable, os.path.join(REPO_ROOT, "train.py"), "-o", save_dir]
+    policy, seed, environment = VARIANTS[variant]
     if not os.path.exists(log):
-        policy, seed = VARIANTS[variant]
         command += [*RUNS[family], "-i", data_dir, "--precision", policy, "-s", str(seed),
                     "-ns", "0"]
     else:
@@ -50,8 +54,10 @@ def train(family, variant, work, data_dir):
         else:
             command = None
     if command:
-        print(" ".join(command), flush=True)
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        print(" ".join([*(f"{name}={value}" for name, value in environment.items()), *command]),
+              flush=True)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL,
+                       env={**os.environ, **environment})
     return [record for record in read_log(log) if "epoch" in record]
 
 
@@ -97,11 +103,16 @@ def main():
     parser.add_argument("--seed_runs", default="glow,biggan",
                         help="families that also train fp32 with seed 2, the run-to-run noise "
                              "(PixelCNN++'s runs take hours, so not by default)")
+    parser.add_argument("--rounding_runs", default="",
+                        help="families that also train fp32 on the Eigen kernels, the same run "
+                             "rounded differently (e.g. pixelcnn)")
     args = parser.parse_args()
     plots = []
     for family in args.families.split(","):
-        variants = ["fp32", "bf16"] + (["fp32-seed2"] if family in args.seed_runs.split(",")
-                                       else [])
+        variants = ["fp32", "bf16"] + [
+            variant for variant, families in (("fp32-seed2", args.seed_runs),
+                                              ("fp32-eigen", args.rounding_runs))
+            if family in families.split(",")]
         epochs = {variant: train(family, variant, args.work, args.data_dir)
                   for variant in variants}
         compare(family, epochs)

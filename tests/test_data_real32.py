@@ -27,9 +27,10 @@ def footprints(meta):
     return np.stack([y0, y0 + 32 * scale, x0, x0 + 32 * scale], 1)
 
 
-def test_build_is_deterministic(built, tmp_path):
+def test_build_is_deterministic(built, tmp_path, capfd):
     data_dir, first = built
     data.info("real32", str(tmp_path))
+    assert "\r" not in capfd.readouterr().err  # off a terminal: no progress bar redraws
     second = real32.read_cache(str(tmp_path / "real32"))
     for key in real32.ARRAY_KEYS:
         np.testing.assert_array_equal(second[key], first[key])

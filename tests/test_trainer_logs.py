@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from data import progress as progress_lines
 from trainer import logger as logs
 from trainer import startup
 
@@ -17,18 +18,28 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_plain_progress_prints_whole_lines_with_the_postfix(capsys):
-    bar = logs.PlainProgress(range(3), 3, "epoch 0 train", disable=False, interval=0.0)
+    bar = progress_lines.PlainProgress(range(3), 3, "epoch 0 train", "steps", interval=0.0)
     for step in bar:
         bar.set_postfix({"loss": f"{step:.1f}"})
     lines = capsys.readouterr().err.splitlines()
-    assert [line.split(",")[0] for line in lines] == ["epoch 0 train: 1/3", "epoch 0 train: 2/3",
-                                                      "epoch 0 train: 3/3"]
+    assert [line.split(",")[0] for line in lines] == ["epoch 0 train: 1/3 steps",
+                                                      "epoch 0 train: 2/3 steps",
+                                                      "epoch 0 train: 3/3 steps"]
     assert lines[-1].endswith("loss = 2.0") and "\r" not in "".join(lines)
 
 
+def test_plain_progress_counts_updates_from_where_it_resumed(capsys):
+    with progress_lines.PlainProgress(total=10, desc="decoding", unit="img", initial=4,
+                                      interval=0.0) as bar:
+        bar.update(3)
+        bar.update(3)
+    assert [line.split(",")[0] for line in capsys.readouterr().err.splitlines()] == [
+        "decoding: 7/10 img", "decoding: 10/10 img"]
+
+
 def test_progress_off_a_terminal_is_plain_and_silent_when_disabled(capsys):
-    bar = logs.progress(range(4), total=4, desc="test", disable=True)
-    assert isinstance(bar, logs.PlainProgress)  # pytest's captured stderr is not a terminal
+    bar = progress_lines.progress(range(4), total=4, desc="test", disable=True)
+    assert isinstance(bar, progress_lines.PlainProgress)  # captured stderr is no terminal
     bar.interval = 0.0
     assert list(bar) == [0, 1, 2, 3]
     assert capsys.readouterr().err == ""

@@ -30,12 +30,12 @@ import numpy as np
 import tensorflow as tf
 
 import data
+from data.progress import progress
 from glow import original_checkpoint as glow_names
 from pixel_cnn_pp import original_checkpoint as pixelcnn_names
 from trainer import checkpoint as ckpt
 from trainer import families, flags, loop, precision
 from trainer.ema import ExponentialMovingAverage
-from trainer.logger import progress
 
 # family name -> (the original, the module naming this project's variables as it did)
 ORIGINALS = {"pixelcnn": ("openai/pixel-cnn", pixelcnn_names),

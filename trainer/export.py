@@ -31,10 +31,9 @@ import os
 
 import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
-
 from biggan.layers import RUNNING
 from biggan.model import STANDING_BATCH
+from data.progress import progress
 from fast_generation import sample_fast
 from trainer import files
 
@@ -96,7 +95,8 @@ class BigGANModule(HubModule):
         self.generator, self.ema = model.G, ema
         self.batch_norms = model.G.batch_norms()
         tables = []  # per truncation, per batch norm: (mean, var)
-        for k in tqdm(range(truncation_grid), desc="standing statistics", leave=False):
+        for k in progress(range(truncation_grid), desc="standing statistics",
+                          unit="truncations"):
             model.accumulate_standing_stats(k / (truncation_grid - 1), num_standing_accumulations,
                                             STANDING_BATCH, standing_seed, ema)
             tables.append([(bn.standing_mean.numpy(), bn.standing_var.numpy())

@@ -12,14 +12,11 @@
   epoch's test metrics as test/... and the sample sheets as samples/...; the x axis is the step.
 - `<save_dir>/curves.png`: the train and test curves of log.jsonl, redrawn at every save.
 
-Progress (`progress`): a tqdm bar when stderr is a terminal; elsewhere (a log file, a pipe) a
-plain line every PLAIN_PROGRESS_SECONDS instead of carriage-return redraws.
+Progress on stderr goes through `data.progress` (plain lines off a terminal).
 """
 import io
 import json
 import os
-import sys
-import time
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -27,44 +24,6 @@ from trainer import files
 
 LOG_FILE = "log.jsonl"
 CURVES_FILE = "curves.png"
-PLAIN_PROGRESS_SECONDS = 30.0
-
-
-def progress(iterable, total=None, desc="", disable=False):
-    """`iterable` with progress on stderr: a tqdm bar on a terminal, else a plain line at most
-    every PLAIN_PROGRESS_SECONDS. Both offer set_postfix(dict)."""
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-        return tqdm(iterable, total=total, desc=desc, leave=False, disable=disable)
-    return PlainProgress(iterable, total, desc, disable)
-
-
-class PlainProgress:
-    """Progress for a log file: "<desc>: 120/318 steps, 31 s, 3.87/s, loss = 4.2" lines."""
-
-    def __init__(self, iterable, total, desc, disable, interval=PLAIN_PROGRESS_SECONDS):
-        if total is None and hasattr(iterable, "__len__"):
-            total = len(iterable)
-        self.iterable, self.total, self.desc = iterable, total, desc
-        self.disable, self.interval = disable, interval
-        self.postfix = {}
-
-    def set_postfix(self, values):
-        self.postfix = dict(values)
-
-    def __iter__(self):
-        started = last = time.monotonic()
-        for count, item in enumerate(self.iterable, start=1):
-            yield item
-            now = time.monotonic()
-            if not self.disable and now - last >= self.interval:
-                last = now
-                print(self.line(count, now - started), file=sys.stderr, flush=True)
-
-    def line(self, count, seconds):
-        done = f"{count}/{self.total}" if self.total else f"{count}"
-        details = "".join(f", {name} = {value}" for name, value in self.postfix.items())
-        return f"{self.desc}: {done}, {seconds:.0f} s, {count / seconds:.2f}/s{details}"
 
 
 def grouped(name, group="train"):

@@ -38,11 +38,11 @@ import numpy as np
 import tensorflow as tf
 import data
 from data.pixels import bits_per_dim
+from data.progress import progress
 from trainer import checkpoint as ckpt
 from trainer import dist, precision, run_dir
 from trainer import images as image_files
 from trainer.ema import ExponentialMovingAverage
-from trainer.logger import progress
 
 
 class ConfigError(Exception):
@@ -372,7 +372,8 @@ class Trainer:
         done, totals = self.progress.get("batches", 0), dict(self.progress.get("totals", {}))
         self.progress, count = {}, done  # a resumed epoch starts after its trained batches
         bar = progress(self.train_batches(epoch, skip=done), total=self.steps_per_epoch - done,
-                       desc=f"epoch {epoch} train", disable=not self.processes.is_chief)
+                       desc=f"epoch {epoch} train", unit="steps",
+                       disable=not self.processes.is_chief)
         tick = time.perf_counter()
         for count, (images, labels) in enumerate(bar, start=done + 1):
             losses = {name: float(value)
@@ -409,7 +410,8 @@ class Trainer:
         results = []
         for images, labels in progress(batches,
                                        total=math.ceil(len(positions) / self.process_batch),
-                                       desc="test", disable=not self.processes.is_chief):
+                                       desc="test", unit="batches",
+                                       disable=not self.processes.is_chief):
             count = len(images)
             images, labels = pad_batch(images.numpy(), labels.numpy(), self.process_batch)
             results.append(self.eval_step(images, labels).numpy()[:count])
@@ -429,7 +431,7 @@ class Trainer:
         batches = [self.family.training_samples(
                        self.model, self.ema, self.args,
                        seed=[self.args.seed, epoch * self.args.num_samples + k])
-                   for k in progress(range(self.args.num_samples), desc="sampling")]
+                   for k in progress(range(self.args.num_samples), desc="sampling", unit="batches")]
         name = self.family.sample_file_name
         prefix = os.path.join(self.args.save_dir, f"{self.args.data_set}_{name}{epoch}")
         images = np.concatenate(batches)
