@@ -223,7 +223,7 @@ def test_fp16_on_cpu_warns_in_one_line(capsys):
 
 
 TINY = ["-d", "folder", "--image_size", "8", "-q", "1", "-n", "8", "-m", "2", "-b", "8",
-        "-t", "1"]
+        "-t", "1", "-ns", "0"]
 
 
 def test_checkpoints_resume_under_any_policy(tiny_image_folder, tmp_path):

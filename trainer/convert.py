@@ -119,10 +119,10 @@ def build_run(args):
     model = family.build(model_config)
     ema_decay = family.ema_decay(args, steps_per_epoch)
     optimizers = family.make_optimizers(args, model, steps_per_epoch)
-    objects = dict(model=model,
-                   ema=ExponentialMovingAverage(family.averaged_variables(model), ema_decay),
-                   epoch=tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch"),
-                   loss_scale=precision.LossScale(), **optimizers)
+    objects = loop.checkpoint_objects(
+        model, ExponentialMovingAverage(family.averaged_variables(model), ema_decay),
+        tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch"), precision.LossScale(),
+        optimizers)
     return loop.run_config(family, args, model_config, ema_decay), objects, optimizers["optimizer"]
 
 

@@ -98,6 +98,10 @@ def run_config(family, args, model_config, ema_decay):
             "ema_decay": ema_decay, "flags": dict(sorted(vars(args).items()))}
 
 
+def checkpoint_objects(model, ema, epoch, loss_scale, optimizers):
+    """The trackable objects a run's checkpoint holds, under their checkpoint keys."""
+    return dict(model=model, ema=ema, epoch=epoch, loss_scale=loss_scale, **optimizers)
+
 
 class Trainer:
     """Builds the model, optimizers, averages and checkpoint of a run for its family; `fit()`
@@ -245,10 +249,10 @@ class Trainer:
         if not self.processes.is_chief:
             self.scratch_dir = tempfile.mkdtemp(prefix=f"rank{self.processes.rank}_checkpoint_")
             save_dir = self.scratch_dir
-        self.checkpoint = ckpt.RunCheckpoint(save_dir, config,
-                                             max_to_keep=self.args.keep_checkpoints,
-                                             model=self.model, ema=self.ema, epoch=self.epoch,
-                                             loss_scale=self.loss_scale, **self.optimizers)
+        self.checkpoint = ckpt.RunCheckpoint(
+            save_dir, config, max_to_keep=self.args.keep_checkpoints,
+            **checkpoint_objects(self.model, self.ema, self.epoch, self.loss_scale,
+                                 self.optimizers))
 
     def _broadcast_state(self):
         """Rank 0's weights, averages, optimizer state and counters on every process."""
