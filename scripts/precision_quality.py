@@ -2,10 +2,12 @@
 --precision fp32 and bf16 through train.py; for --seed_runs families fp32 with another seed too
 (the run-to-run noise), and for --rounding_runs families fp32 with the same seed on TensorFlow's
 Eigen kernels instead of oneDNN's (TF_ENABLE_ONEDNN_OPTS=0: the same computation, rounded
-differently, so how far rounding alone moves a curve); prints the per-epoch test bits/dim (BigGAN: losses) side by side with
-their largest differences, and draws the learning curves to a PNG.
+differently, so how far rounding alone moves a curve); prints the per-epoch test bits/dim
+(BigGAN: losses) side by side with their largest differences, and draws the learning curves to
+a PNG.
 
-    python3 scripts/precision_quality.py --out docs/precision_quality.png
+    python3 scripts/precision_quality.py --seed_runs pixelcnn,glow,biggan --rounding_runs pixelcnn \
+        --out docs/precision_quality.png
 
 Runs are written under --work and kept: a run that was stopped is resumed where it stopped by
 running the script again, and finished runs are only read. On 2 CPU cores the PixelCNN++ runs
