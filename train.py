@@ -149,6 +149,9 @@ def main(argv=None):
             train(trainer, args, devices, changes, lock)
     except loop.Stopped as stopped:
         print(stopped, flush=True)
+        # every process has said so before any exits: horovodrun ends the other ranks as soon
+        # as one exits with a non-zero code
+        trainer.processes.barrier()
         return EXIT_STOPPED
     except loop.NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -238,6 +238,10 @@ class SingleProcess:
         """Eager sum of a numpy array over processes (every process gets the result)."""
         return array
 
+    def barrier(self):
+        """Returns once every process has called it."""
+        self.sum_over_processes(np.zeros([1], np.float32))
+
     def broadcast_variables(self, strategy, variables):
         """Give every process the chief's values of `variables`."""
 
