@@ -306,7 +306,11 @@ def deterministic_reference(tiny_image_folder, tmp_path_factory):
 
 
 def interrupt_after_a_step_checkpoint(process, save_dir, signal_number):
-    while process.poll() is None and not list(save_dir.glob("ckpt-*-step*.index")):
+    """Signal the run once a step checkpoint is complete: listed in the index file, which the
+    run rewrites after the checkpoint's files (its .index file shows up while TF still writes,
+    and a SIGKILL then leaves no checkpoint to resume from)."""
+    while process.poll() is None and not any(
+            "-step" in name for name in checkpoint.kept_names(str(save_dir))):
         time.sleep(0.01)
     process.send_signal(signal_number)
     return process.communicate(timeout=TIMEOUT)
