@@ -173,6 +173,19 @@ def test_resume_falls_back_and_sets_the_damaged_files_aside(finished_run, tmp_pa
     assert not leftovers(run)
 
 
+def test_a_run_whose_every_checkpoint_is_damaged_is_one_line_and_kept(finished_run, tmp_path,
+                                                                      capsys):
+    """What a SIGKILL during a run's first checkpoint leaves: an empty .index file."""
+    run = copy_of(finished_run, tmp_path)
+    for index in run.glob("ckpt-*.index"):
+        index.write_bytes(b"")
+    damaged = snapshot(run)
+    for argv in (["-o", str(run), "-r"], ["-o", str(run), "--eval_only"]):
+        message = error_line(train.main, argv, capsys)
+        assert "can be read" in message and "another -o/--save_dir" in message
+    assert snapshot(run) == damaged
+
+
 # -- flags on resume ----------------------------------------------------------------------------
 
 def test_changed_training_flags_are_refused_on_resume(finished_run, tiny_image_folder, tmp_path,

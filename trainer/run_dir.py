@@ -126,7 +126,9 @@ def stored_flags(paths):
             return ckpt.read_run_config(path), path
         except ckpt.DamagedCheckpointError:
             continue
-    raise ckpt.CheckpointError(f"no checkpoint among {', '.join(paths)} can be read")
+    raise ckpt.CheckpointError(f"no checkpoint among {', '.join(paths)} can be read (each is "
+                               f"damaged, e.g. by a kill while it was written); train afresh "
+                               f"with another -o/--save_dir")
 
 
 def resumed_flags(args, stored, given, eval_only):
