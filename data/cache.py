@@ -38,6 +38,7 @@ import tempfile
 import zipfile
 
 import numpy as np
+
 from data.base import DataError
 from data.progress import progress
 

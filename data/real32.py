@@ -26,6 +26,7 @@ import zipfile
 
 import numpy as np
 from PIL import Image
+
 from data import cache
 from data.base import Arrays, DataError, DatasetInfo, Source, check_split, register
 from data.progress import progress

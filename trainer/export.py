@@ -31,6 +31,7 @@ import os
 
 import numpy as np
 import tensorflow as tf
+
 from biggan.layers import RUNNING
 from biggan.model import STANDING_BATCH
 from data.progress import progress

@@ -36,6 +36,7 @@ import time
 
 import numpy as np
 import tensorflow as tf
+
 import data
 from data.pixels import bits_per_dim
 from data.progress import progress
