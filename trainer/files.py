@@ -1,8 +1,8 @@
 """Writes that land whole or not at all, and what a killed writer leaves behind.
 
-Every file the trainer and the scripts write goes through `replaced`: the new content is written
-to `<path>.tmp<pid>` and renamed over `path`, so a reader, or a run resumed after a crash, sees
-the old file or the new one and never half of one. A writer killed mid-write leaves its
+Every file the trainer writes into a run directory goes through `replaced`: the new content is
+written to `<path>.tmp<pid>` and renamed over `path`, so a reader, or a run resumed after a
+crash, sees the old file or the new one and never half of one. A writer killed mid-write leaves its
 temporary behind; `dead_temporaries` finds those by their name and their writer's pid.
 """
 import contextlib
