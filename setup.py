@@ -29,6 +29,8 @@ setup(
     extras_require={
         "cpu": [f"tensorflow-cpu{TF_RANGE}"],
         "gpu": [f"tensorflow[and-cuda]{TF_RANGE}"],
-        "test": ["pytest", "wheel"],  # wheel: tests/test_packaging.py builds one
+        # pytest-xdist: the suite runs in two processes (README, Tests); wheel:
+        # tests/test_packaging.py builds one
+        "test": ["pytest", "pytest-xdist", "wheel"],
     },
 )

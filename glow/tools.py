@@ -6,7 +6,6 @@ Every function takes the model and its Polyak averages (`ema`, None for the raw 
 are int [N] (used by class-conditional models only). Bad input raises ToolError with one line.
 """
 import hashlib
-import io
 import os
 
 import numpy as np
@@ -14,6 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 import data
+from data.cache import write_atomically
 from data.progress import progress
 from glow import model as glow_model
 
@@ -128,12 +128,7 @@ def attribute_vectors(model, ema, data_set, data_dir, image_size, count, cache_p
     except ValueError as error:
         raise ToolError(f"attribute vectors of {data_set!r} ({len(images)} images): {error}; "
                         f"use more images") from None
-    buffer = io.BytesIO()
-    np.save(buffer, vectors)
-    temporary = f"{cache}.tmp{os.getpid()}"
-    with open(temporary, "wb") as file:
-        file.write(buffer.getvalue())
-    os.replace(temporary, cache)
+    write_atomically(cache, lambda file: np.save(file, vectors))
     return names, vectors
 
 

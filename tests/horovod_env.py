@@ -7,6 +7,7 @@ minutes) under $PIXELCNN_HOROVOD_VENV (default ~/.cache/pixelcnn-glow-horovod-ve
 while its marker file says it is complete. Pointing PIXELCNN_HOROVOD_VENV at any existing
 environment where `import horovod.tensorflow` works uses that one as it is.
 """
+import fcntl
 import os
 import shutil
 import subprocess
@@ -55,8 +56,16 @@ def _run(command, log, env=None):
 
 
 def ensure(venv=None):
-    """The path of a working Horovod environment: reused when complete, else (re)built."""
+    """The path of a working Horovod environment: reused when complete, else (re)built. Test
+    processes running side by side (pytest -n) take turns: one builds, the others then reuse."""
     venv = venv or location()
+    os.makedirs(os.path.dirname(os.path.abspath(venv)), exist_ok=True)
+    with open(os.path.abspath(venv) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure(venv)
+
+
+def _ensure(venv):
     explicit = "PIXELCNN_HOROVOD_VENV" in os.environ
     if os.path.exists(os.path.join(venv, MARKER)) or explicit:
         if works(venv):
@@ -65,7 +74,6 @@ def ensure(venv=None):
             raise BuildError(f"PIXELCNN_HOROVOD_VENV={venv} has no working `import "
                              f"horovod.tensorflow`; unset it to let the tests build one")
     shutil.rmtree(venv, ignore_errors=True)  # an interrupted or broken build
-    os.makedirs(os.path.dirname(venv) or ".", exist_ok=True)
     log_path = venv.rstrip("/") + ".build.log"
     with open(log_path, "w") as log:
         try:

@@ -7,6 +7,7 @@ $PIXELCNN_HUB_DIR (default ~/.cache/pixelcnn-glow-hub-tf<X.Y>), once, and the ex
 that directory on the path of its clean loader process: tensorflow_hub, the tf-keras release of
 the running TensorFlow, and setuptools < 81 for the pkg_resources tensorflow_hub imports.
 """
+import fcntl
 import os
 import shutil
 import subprocess
@@ -29,8 +30,16 @@ def location():
 
 
 def ensure(target=None):
-    """The directory holding an importable tensorflow_hub, installed there unless complete."""
+    """The directory holding an importable tensorflow_hub, installed there unless complete.
+    Test processes running side by side (pytest -n) take turns: one installs, the others reuse."""
     target = target or location()
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    with open(os.path.abspath(target) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure(target)
+
+
+def _ensure(target):
     if os.path.exists(os.path.join(target, MARKER)):
         return target
     shutil.rmtree(target, ignore_errors=True)  # an interrupted install

@@ -173,6 +173,17 @@ def test_resume_falls_back_and_sets_the_damaged_files_aside(finished_run, tmp_pa
     assert not leftovers(run)
 
 
+def test_the_unlisted_checkpoint_a_run_resumed_from_is_pruned_like_its_others(finished_run,
+                                                                              tmp_path):
+    run = copy_of(finished_run, tmp_path)
+    # a kill after ckpt-1's files were complete, before the index file listed it
+    (run / "checkpoint").write_text('model_checkpoint_path: "ckpt-0"\n'
+                                    'all_model_checkpoint_paths: "ckpt-0"\n')
+    assert train.main(["-o", str(run), "-r", "-x", "4"]) == 0  # --keep_checkpoints 2
+    assert checkpoint.checkpoint_names(str(run)) == ["ckpt-2", "ckpt-3"]
+    assert checkpoint.kept_names(str(run)) == ["ckpt-2", "ckpt-3"]
+
+
 def test_a_run_whose_every_checkpoint_is_damaged_is_one_line_and_kept(finished_run, tmp_path,
                                                                       capsys):
     """What a SIGKILL during a run's first checkpoint leaves: an empty .index file."""

@@ -8,13 +8,14 @@ position in the epoch (`progress`: batches of the epoch already trained and thei
 resume continues mid-epoch exactly.
 
 A save writes the checkpoint's files, then replaces the small `checkpoint` index file (the one
-tf.train.latest_checkpoint reads) atomically, then deletes the run's own checkpoints beyond the
-newest `max_to_keep`. A run killed mid-save therefore still resumes from the previous one, and a
-failed save removes its partial files and leaves every earlier file as it was. Files of another
-checkpoint that already carry the new name (a damaged one that a resume fell back from, or one
-newer than the checkpoint a run was resumed from) are moved into `superseded/<time>/`, never
-overwritten. Reading never trusts the index file: the checkpoints are found by their file names,
-and a resume takes the newest that restores completely (`restore_newest`).
+tf.train.latest_checkpoint reads) atomically, then deletes the run's own checkpoints (those the
+index file lists, and the one the run resumed from) beyond the newest `max_to_keep`. A run killed
+mid-save therefore still resumes from the previous one, and a failed save removes its partial files
+and leaves every earlier file as it was. Files of another checkpoint that already carry the new
+name (a damaged one that a resume fell back from, or one newer than the checkpoint a run was
+resumed from) are moved into `superseded/<time>/`, never overwritten. Reading never trusts the
+index file: the checkpoints are found by their file names, and a resume takes the newest that
+restores completely (`restore_newest`).
 """
 import gc
 import json
@@ -193,6 +194,7 @@ class RunCheckpoint:
                                               progress=self._progress_string, **objects)
         self.checkpoint.save_counter  # noqa: B018 -- created now, so every file holds it
         self.kept = None  # this run's checkpoints, oldest first (the index file's, at first)
+        self.resumed_from = None  # the name of the checkpoint `restore` loaded
 
     def save(self, number, progress=None):
         """Write checkpoint `ckpt-<number>` (after epoch `number`) and config.json; returns the
@@ -208,8 +210,7 @@ class RunCheckpoint:
         try:
             os.makedirs(save_dir, exist_ok=True)
             if self.kept is None:
-                self.kept = [kept for kept in kept_names(save_dir)
-                             if kept in checkpoint_names(save_dir)]
+                self.kept = self._own_checkpoints()
             self._set_aside(name)
             # this run's configuration, not the one a restore read back
             self._run_config_string.assign(json.dumps(self.run_config, sort_keys=True))
@@ -235,6 +236,13 @@ class RunCheckpoint:
                                   f"{_first_line(error)}; {intact}") from None
         return prefix
 
+    def _own_checkpoints(self):
+        """The checkpoints the index file lists and the one this run resumed from, which a kill
+        between writing it and rewriting the index file left unlisted (oldest first)."""
+        existing = checkpoint_names(self.save_dir)
+        own = set(kept_names(self.save_dir)) | {self.resumed_from}
+        return [name for name in existing if name in own]
+
     def _set_aside(self, name):
         """Move the files of an existing checkpoint called `name` to superseded/<time>/."""
         entries = checkpoint_files(self.save_dir).get(name)
@@ -255,11 +263,14 @@ class RunCheckpoint:
         returns the stored position in the epoch ({} at an epoch end)."""
         if "progress/.ATTRIBUTES/VARIABLE_VALUE" in stored_keys(path):
             _restore(self.checkpoint, path, partial=False)
-            return json.loads(self._progress_string.numpy().decode())
-        # written before checkpoints held a position: always at an epoch end
-        _restore(tf.train.Checkpoint(run_config=self._run_config_string, **self.objects), path,
-                 partial=False)
-        return {}
+            progress = json.loads(self._progress_string.numpy().decode())
+        else:  # written before checkpoints held a position: always at an epoch end
+            _restore(tf.train.Checkpoint(run_config=self._run_config_string, **self.objects),
+                     path, partial=False)
+            progress = {}
+        if os.path.abspath(os.path.dirname(path)) == os.path.abspath(self.save_dir):
+            self.resumed_from = os.path.basename(path)
+        return progress
 
 
 def restore_weights(path, **objects):
