@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import train
+from cli_errors import last_error_line
 from data.pixels import to_model_input
 from glow import nn as glow_nn
 from glow.model import Glow, GlowConfig
@@ -224,6 +225,19 @@ def test_fp16_on_cpu_warns_in_one_line(capsys):
 
 TINY = ["-d", "folder", "--image_size", "8", "-q", "1", "-n", "8", "-m", "2", "-b", "8",
         "-t", "1", "-ns", "0"]
+
+
+def test_a_collapsed_fp16_loss_scale_stops_the_run_in_one_line(tiny_image_folder, tmp_path,
+                                                               monkeypatch, capsys):
+    # a floor above the starting scale: collapsed after the first step, whatever its gradients
+    monkeypatch.setattr(precision, "MIN_SCALE", 4 * precision.INITIAL_SCALE)
+    run = tmp_path / "run"
+    assert train.main(["-i", tiny_image_folder, "-o", str(run), *TINY, "-x", "1",
+                       "--precision", "fp16"]) == 1
+    line = last_error_line(capsys.readouterr().err)
+    assert line.startswith("error: the fp16 loss scale fell below") and "epoch 0, step 1" in line
+    assert "--precision bf16 or fp32" in line
+    assert checkpoint.checkpoint_names(str(run)) == []
 
 
 def test_checkpoints_resume_under_any_policy(tiny_image_folder, tmp_path):
