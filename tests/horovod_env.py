@@ -7,11 +7,12 @@ minutes) under $PIXELCNN_HOROVOD_VENV (default ~/.cache/pixelcnn-glow-horovod-ve
 while its marker file says it is complete. Pointing PIXELCNN_HOROVOD_VENV at any existing
 environment where `import horovod.tensorflow` works uses that one as it is.
 """
-import fcntl
 import os
 import shutil
 import subprocess
 import sys
+
+from optional_env import building
 
 TENSORFLOW = "tensorflow-cpu==2.13.1"
 HOROVOD = "horovod==0.28.1"
@@ -56,12 +57,9 @@ def _run(command, log, env=None):
 
 
 def ensure(venv=None):
-    """The path of a working Horovod environment: reused when complete, else (re)built. Test
-    processes running side by side (pytest -n) take turns: one builds, the others then reuse."""
+    """The path of a working Horovod environment: reused when complete, else (re)built."""
     venv = venv or location()
-    os.makedirs(os.path.dirname(os.path.abspath(venv)), exist_ok=True)
-    with open(os.path.abspath(venv) + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with building(venv):
         return _ensure(venv)
 
 

@@ -7,13 +7,14 @@ $PIXELCNN_HUB_DIR (default ~/.cache/pixelcnn-glow-hub-tf<X.Y>), once, and the ex
 that directory on the path of its clean loader process: tensorflow_hub, the tf-keras release of
 the running TensorFlow, and setuptools < 81 for the pkg_resources tensorflow_hub imports.
 """
-import fcntl
 import os
 import shutil
 import subprocess
 import sys
 
 import tensorflow as tf
+
+from optional_env import building
 
 TF_MINOR = ".".join(tf.__version__.split(".")[:2])
 PACKAGES = ["tensorflow-hub==0.16.1", f"tf-keras=={TF_MINOR}.*", "setuptools<81"]
@@ -30,12 +31,9 @@ def location():
 
 
 def ensure(target=None):
-    """The directory holding an importable tensorflow_hub, installed there unless complete.
-    Test processes running side by side (pytest -n) take turns: one installs, the others reuse."""
+    """The directory holding an importable tensorflow_hub, installed there unless complete."""
     target = target or location()
-    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-    with open(os.path.abspath(target) + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with building(target):
         return _ensure(target)
 
 
