@@ -56,11 +56,12 @@ def run_single(python, arguments):
     return result
 
 
-def run_horovod(venv, arguments):
+def run_horovod(venv, arguments, temp_dir):
     bin_dir = os.path.join(venv, "bin")
     command = [os.path.join(bin_dir, "horovodrun"), "-np", str(PROCESSES), "-H",
                f"localhost:{PROCESSES}", "--gloo", os.path.join(bin_dir, "python"), *arguments]
-    env = clean_environment(PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""))
+    env = clean_environment(PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""),
+                            TMPDIR=str(temp_dir))
     result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                             timeout=TIMEOUT)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -73,7 +74,7 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def run_multi_worker(python, arguments):
+def run_multi_worker(python, arguments, temp_dir):
     """Start every worker of a loopback cluster; returns their (stdout, stderr)."""
     workers = [f"127.0.0.1:{free_port()}" for _ in range(PROCESSES)]
     processes = []
@@ -81,7 +82,7 @@ def run_multi_worker(python, arguments):
         config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         processes.append(subprocess.Popen(
             [python, *arguments], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env=clean_environment(TF_CONFIG=json.dumps(config))))
+            text=True, env=clean_environment(TF_CONFIG=json.dumps(config), TMPDIR=str(temp_dir))))
     outputs = []
     try:
         for process in processes:
@@ -115,6 +116,16 @@ def assert_same_step(actual_dir, expected_dir):
         else:
             elements, flipped = elements + close.size, flipped + int((~close).sum())
     assert flipped <= 0.005 * elements, f"{flipped} of {elements} weights differ"
+
+
+@pytest.fixture
+def temp_dir(tmp_path):
+    """TMPDIR of the launched processes: a run leaves nothing there (a worker's checkpoint
+    scratch directory lives only as long as its save)."""
+    path = tmp_path / "tmp"
+    path.mkdir()
+    yield path
+    assert os.listdir(path) == []
 
 
 def log_records(save_dir):
@@ -156,10 +167,10 @@ def pixelcnn_tf213_reference(horovod_venv, tiny_image_folder, tmp_path_factory):
 
 
 def test_horovod_step_equals_single_process_step(horovod_venv, pixelcnn_tf213_reference,
-                                                 tiny_image_folder, tmp_path):
+                                                 tiny_image_folder, tmp_path, temp_dir):
     save_dir = tmp_path / "horovod"
     result = run_horovod(horovod_venv,
-                         train_flags("pixelcnn", tiny_image_folder, save_dir, BATCH))
+                         train_flags("pixelcnn", tiny_image_folder, save_dir, BATCH), temp_dir)
     assert_same_step(save_dir, pixelcnn_tf213_reference)
     assert_written_once(save_dir)
     assert "[0]<stdout>:Iteration 0" in result.stdout
@@ -170,24 +181,26 @@ def test_horovod_step_equals_single_process_step(horovod_venv, pixelcnn_tf213_re
 
 
 def test_horovod_resume_restores_every_rank(horovod_venv, pixelcnn_tf213_reference,
-                                            tiny_image_folder, tmp_path):
+                                            tiny_image_folder, tmp_path, temp_dir):
     # Each rank scores its shard of the test set with the weights it restored; the gathered
     # per-image NLL equals what one process scored with the checkpoint's weights.
     save_dir = tmp_path / "resumed"
     shutil.copytree(pixelcnn_tf213_reference, save_dir)
     out = tmp_path / "nll.npy"
     run_horovod(horovod_venv, train_flags("pixelcnn", tiny_image_folder, save_dir, BATCH,
-                                          "--eval_only", "--out", str(out)))
+                                          "--eval_only", "--out", str(out)), temp_dir)
     nats = np.load(out)
     assert nats.shape == (4,) and np.all(nats > 0)
     single_bpd = log_records(pixelcnn_tf213_reference)[-1]["test_bits_per_dim"]
     assert np.mean(nats) / (8 * 8 * 3 * np.log(2)) == pytest.approx(single_bpd, rel=1e-5)
 
 
-def test_glow_horovod_step_equals_single_process_step(horovod_venv, tiny_image_folder, tmp_path):
+def test_glow_horovod_step_equals_single_process_step(horovod_venv, tiny_image_folder, tmp_path,
+                                                      temp_dir):
     run_single(horovod_env.python_of(horovod_venv),
                train_flags("glow", tiny_image_folder, tmp_path / "single", PROCESSES * BATCH))
-    run_horovod(horovod_venv, train_flags("glow", tiny_image_folder, tmp_path / "hvd", BATCH))
+    run_horovod(horovod_venv, train_flags("glow", tiny_image_folder, tmp_path / "hvd", BATCH),
+                temp_dir)
     assert_written_once(tmp_path / "hvd")
     assert_same_step(tmp_path / "hvd", tmp_path / "single")
 
@@ -195,11 +208,13 @@ def test_glow_horovod_step_equals_single_process_step(horovod_venv, tiny_image_f
 # -- MultiWorkerMirroredStrategy (this environment's TensorFlow) -------------------------------
 
 @pytest.mark.parametrize("family", sorted(FAMILY_FLAGS))
-def test_multi_worker_step_equals_single_process_step(family, tiny_image_folder, tmp_path):
+def test_multi_worker_step_equals_single_process_step(family, tiny_image_folder, tmp_path,
+                                                      temp_dir):
     run_single(sys.executable,
                train_flags(family, tiny_image_folder, tmp_path / "single", PROCESSES * BATCH))
     outputs = run_multi_worker(
-        sys.executable, train_flags(family, tiny_image_folder, tmp_path / "workers", BATCH))
+        sys.executable, train_flags(family, tiny_image_folder, tmp_path / "workers", BATCH),
+        temp_dir)
     assert_same_step(tmp_path / "workers", tmp_path / "single")
     assert_written_once(tmp_path / "workers")
     chief_out, worker_out = outputs[0][0], outputs[1][0]

@@ -150,7 +150,6 @@ class Trainer:
         self.iterations = family.iterations(self.optimizers)
         self.ema = None  # built by start(): after the data-dependent init on a fresh run
         self.checkpoint = None
-        self.scratch_dir = None  # a non-chief worker's private checkpoint directory
         self.progress = {}  # the position in the epoch a resumed run continues from
         self.stop_reason = None  # set by request_stop
         self.last_save = time.time()
@@ -246,12 +245,8 @@ class Trainer:
 
     def _build_checkpoint(self):
         config = run_config(self.family, self.args, self.model_config, self.ema_decay)
-        save_dir = self.args.save_dir
-        if not self.processes.is_chief:
-            self.scratch_dir = tempfile.mkdtemp(prefix=f"rank{self.processes.rank}_checkpoint_")
-            save_dir = self.scratch_dir
         self.checkpoint = ckpt.RunCheckpoint(
-            save_dir, config, max_to_keep=self.args.keep_checkpoints,
+            self.args.save_dir, config, max_to_keep=self.args.keep_checkpoints,
             **checkpoint_objects(self.model, self.ema, self.epoch, self.loss_scale,
                                  self.optimizers))
 
@@ -275,16 +270,22 @@ class Trainer:
         path). Under MultiWorkerMirroredStrategy the other workers write theirs to their scratch
         directory and delete it (returns None); under Horovod they write nothing."""
         self.last_save = time.time()
-        if not (self.processes.is_chief or self.processes.every_process_saves):
+        chief = self.processes.is_chief
+        if not (chief or self.processes.every_process_saves):
             return None
-        if progress is None:
-            path = self.checkpoint.save(epoch)
-        else:
-            path = self.checkpoint.save_mid_epoch(epoch, int(self.iterations.numpy()), progress)
-        if self.processes.is_chief:
-            return path
-        shutil.rmtree(self.scratch_dir, ignore_errors=True)
-        return None
+        if not chief:  # a scratch directory that lives only as long as this save
+            self.checkpoint.save_dir = tempfile.mkdtemp(
+                prefix=f"rank{self.processes.rank}_checkpoint_")
+        try:
+            if progress is None:
+                path = self.checkpoint.save(epoch)
+            else:
+                path = self.checkpoint.save_mid_epoch(epoch, int(self.iterations.numpy()),
+                                                      progress)
+        finally:
+            if not chief:
+                shutil.rmtree(self.checkpoint.save_dir, ignore_errors=True)
+        return path if chief else None
 
     # -- mid-epoch checkpoints and stops --------------------------------------------------------
 
