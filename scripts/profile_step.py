@@ -102,12 +102,12 @@ def profile(model_name, policy, batch_size, steps):
     step = STEPS[model_name](policy, batch_size)
     for k in range(2):  # trace and warm up outside the profile
         step(k).numpy()
-    logdir = tempfile.mkdtemp(prefix=f"profile_{model_name}_{policy}_")
-    tf.profiler.experimental.start(logdir)
-    for k in range(steps):
-        step(k + 2).numpy()
-    tf.profiler.experimental.stop()
-    return {op: micros / steps / 1000 for op, micros in op_times(logdir).items()}
+    with tempfile.TemporaryDirectory(prefix=f"profile_{model_name}_{policy}_") as logdir:
+        tf.profiler.experimental.start(logdir)
+        for k in range(steps):
+            step(k + 2).numpy()
+        tf.profiler.experimental.stop()
+        return {op: micros / steps / 1000 for op, micros in op_times(logdir).items()}
 
 
 def main():
