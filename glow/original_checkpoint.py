@@ -82,26 +82,21 @@ def original_variables(model):
     return found
 
 
-def _shape(shapes, name):
-    if name not in shapes:
-        raise ValueError(f"missing tensor {name}")
-    return shapes[name]
-
-
 def architecture_flags(shapes):
     """train.py flags of the architecture stored in an openai/glow checkpoint, from its
     {name: shape} map. The image size and channels come from the data set, n_bits_x and weight_y
     (the classifier's weight) are not stored, so those are left to the caller's flags.
-    ValueError (one line) when the steps fit no Glow."""
+    ValueError (one line) when the steps fit no Glow, KeyError naming a tensor it needs and
+    lacks."""
     steps = {tuple(map(int, match.groups())) for match in map(_STEP.fullmatch, shapes) if match}
     n_levels = len({level for level, _ in steps})
     depth = len({number for level, number in steps if level == 0})
     if steps != {(level, number) for level in range(n_levels) for number in range(depth)}:
         raise ValueError(f"its flow steps model/<level>/<step> are not {n_levels} levels of "
                          f"{depth} steps each")
-    channels = _shape(shapes, SIGNATURE)[-1]
-    width = _shape(shapes, "model/0/0/f1/l_1/W")[-1]
-    coupling_outputs = _shape(shapes, "model/0/0/f1/l_last/W")[-1]
+    channels = shapes[SIGNATURE][-1]
+    width = shapes["model/0/0/f1/l_1/W"][-1]
+    coupling_outputs = shapes["model/0/0/f1/l_last/W"][-1]
     if "model/0/0/invconv/W" in shapes:
         permutation = 2
     elif "model/0/0/invconv/L" in shapes:

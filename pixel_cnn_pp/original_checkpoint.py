@@ -63,17 +63,12 @@ def original_variables(model):
     return found
 
 
-def _shape(shapes, name):
-    if name not in shapes:
-        raise ValueError(f"missing tensor {name}")
-    return shapes[name]
-
-
 def architecture_flags(shapes):
     """train.py flags of the architecture stored in an openai/pixel-cnn checkpoint, from its
     {name: shape} map. The 1- or 3-channel images and the number of classes come from the data
     set, and elu versus relu cannot be told apart (both keep the channel count), so those are
-    left to the caller's flags. ValueError (one line) when the layer counts fit no PixelCNN++."""
+    left to the caller's flags. ValueError (one line) when the layer counts fit no PixelCNN++,
+    KeyError naming a tensor it needs and lacks."""
     counts = collections.Counter(match.group(1) for match in map(_LAYER.fullmatch, shapes)
                                  if match)
     nr_resnet, remainder = divmod(counts["conv2d"] - 15, 24)  # 24R + 15 convolutions
@@ -85,16 +80,16 @@ def architecture_flags(shapes):
         raise ValueError(f"{counts['dense']} dense layers fit no PixelCNN++ with nr_resnet "
                          f"{nr_resnet} (it has {9 * nr_resnet + 5}, or {9 * nr_resnet + 8} with "
                          f"the energy-distance head)")
-    nr_filters = _shape(shapes, "model/conv2d_0/V")[-1]
-    channels = _shape(shapes, "model/conv2d_0/V")[2] - 1  # the image plus a channel of ones
+    nr_filters = shapes["model/conv2d_0/V"][-1]
+    channels = shapes["model/conv2d_0/V"][2] - 1  # the image plus a channel of ones
     flags = ["--nr_resnet", str(nr_resnet), "--nr_filters", str(nr_filters)]
     if heads == 4:
         flags.append("--energy_distance")
     else:
-        outputs = _shape(shapes, f"model/dense_{9 * nr_resnet + 4}/V")[-1]
+        outputs = shapes[f"model/dense_{9 * nr_resnet + 4}/V"][-1]
         flags += ["--nr_logistic_mix", str(outputs // (10 if channels == 3 else 3))]
     # a gated block's first convolution sees nonlinearity(x): 2F channels only for concat_elu
-    if _shape(shapes, "model/conv2d_3/V")[2] == 2 * nr_filters:
+    if shapes["model/conv2d_3/V"][2] == 2 * nr_filters:
         flags += ["--resnet_nonlinearity", "concat_elu"]
     if "model/conditional_weights_0/hw" in shapes:
         flags.append("--class_conditional")

@@ -565,6 +565,8 @@ def test_refuses_the_other_familys_checkpoint_and_its_own_format(originals, tiny
      "lacks Polyak average model/prior/p/b/ExponentialMovingAverage"),
     ("glow", [], {"model/classifier/W": np.zeros([48, 10], np.float32)},
      "holds tensor model/classifier/W, which this configuration does not have"),
+    ("glow", ["model/0/0/f1/l_1/W"], None,
+     "missing tensor model/0/0/f1/l_1/W, which every openai/glow checkpoint holds"),
 ])
 def test_refuses_a_missing_misshaped_or_foreign_tensor_naming_it(
         originals, family_name, drop, replace, message, tiny_image_folder, tmp_path, capsys):

@@ -242,6 +242,9 @@ def convert(family_name, source, save_dir, user_flags=(), raw_averages=False):
         architecture = names.architecture_flags(shapes)
     except ValueError as error:
         raise ConvertError(f"{prefix}: {error}") from None
+    except KeyError as error:
+        raise ConvertError(f"{prefix}: missing tensor {error.args[0]}, which every {original} "
+                           f"checkpoint holds") from None
     args = train_arguments(family_name, save_dir, architecture, user_flags)
     run_config, objects, optimizer = build_run(args)
     model, ema = objects["model"], objects["ema"]
