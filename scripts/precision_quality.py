@@ -11,8 +11,8 @@ a PNG.
 
 Runs are written under --work and kept: a run that was stopped is resumed where it stopped by
 running the script again, a finished run trains on to the epochs RUNS asks for (a resume is
-exact, so that equals a longer run from the start), and others are only read. On 2 CPU cores the PixelCNN++ runs
-take hours, Glow's and BigGAN's minutes.
+exact, so that equals a longer run from the start), and others are only read. On 2 CPU cores
+the PixelCNN++ runs take hours, Glow's and BigGAN's minutes.
 """
 import argparse
 import os
