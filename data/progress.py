@@ -13,7 +13,8 @@ PLAIN_PROGRESS_SECONDS = 30.0
 
 def progress(iterable=None, total=None, desc="", unit="it", initial=0, disable=False):
     """`iterable` (or, without one, a counter advanced by update(n)) with progress on stderr.
-    Both kinds offer iteration, update(n), set_postfix(dict) and `with`."""
+    Both kinds offer iteration, update(n), set_postfix(dict), write(line) (a line on stdout that
+    does not break the bar) and `with`."""
     if sys.stderr.isatty():
         from tqdm import tqdm
         return tqdm(iterable, total=total, desc=desc, unit=unit, initial=initial, leave=False,
@@ -42,6 +43,10 @@ class PlainProgress:
 
     def set_postfix(self, values):
         self.postfix = dict(values)
+
+    @staticmethod
+    def write(line):
+        print(line, flush=True)
 
     def update(self, n=1):
         self.count += n

@@ -29,8 +29,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np
 import skimage.data
 import tensorflow as tf
-from tqdm import tqdm
 
+from data.progress import progress
 from glow.model import Glow, GlowConfig
 from trainer import optim, precision
 
@@ -267,7 +267,7 @@ def bench_stability(args):
     held_out = photo_crops(64, args.image_size, seed=8)
     print(f"stability: {args.stability_steps} steps, lr {args.lr} (linear warmup {args.warmup_steps} steps)")
     rng = np.random.default_rng(0)
-    bar = tqdm(range(args.stability_steps))
+    bar = progress(range(args.stability_steps), desc="stability", unit="steps")
     for step in bar:
         lr = args.lr * min(1.0, (step + 1) / args.warmup_steps)
         x = pool[rng.integers(0, len(pool), args.batch_size)]
@@ -275,13 +275,13 @@ def bench_stability(args):
         if not np.isfinite(loss):
             print(f"  NON-FINITE loss at step {step}")
             return
-        bar.set_postfix(bits_per_dim=f"{loss:.3f}")
+        bar.set_postfix({"bits_per_dim": f"{loss:.3f}"})
         if (step + 1) % 500 == 0 or step + 1 == args.stability_steps:
             test_bits = float(tf.reduce_mean(likelihood(held_out, tf.constant([0, 2]))))
             samples = model.reverse([e * 0.7 for e in model.encode(held_out[:8])])
             drawn = model.sample(8, temperature=0.7, seed=step)
             finite = np.all(np.isfinite(samples)) and np.all(np.isfinite(test_bits))
-            tqdm.write(f"  step {step + 1}: train {loss:.3f} bits/dim, held-out {test_bits:.3f} bits/dim, "
+            bar.write(f"  step {step + 1}: train {loss:.3f} bits/dim, held-out {test_bits:.3f} bits/dim, "
                        f"T=0.7 samples finite: {finite}, sample std {np.std(drawn.numpy()):.1f}")
             if not finite:
                 print("  NON-FINITE held-out bits/dim or sample")

@@ -45,6 +45,19 @@ def test_progress_off_a_terminal_is_plain_and_silent_when_disabled(capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_progress_write_puts_a_whole_line_on_stdout_with_either_kind(capsys, monkeypatch):
+    plain = progress_lines.progress(range(2), desc="plain")
+    plain.write("step 1: held-out 4.2")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    bar = progress_lines.progress(range(2), desc="bar")
+    assert not isinstance(bar, progress_lines.PlainProgress)  # tqdm on a terminal
+    for _ in bar:
+        bar.write("step 2: held-out 4.1")
+    assert capsys.readouterr().out.splitlines() == ["step 1: held-out 4.2",
+                                                    "step 2: held-out 4.1",
+                                                    "step 2: held-out 4.1"]
+
+
 def tensorboard_scalars(directory):
     """{tag: {step: value}} of the scalars in a TensorBoard directory."""
     import tensorflow as tf
