@@ -282,7 +282,7 @@ def bench_stability(args):
             drawn = model.sample(8, temperature=0.7, seed=step)
             finite = np.all(np.isfinite(samples)) and np.all(np.isfinite(test_bits))
             bar.write(f"  step {step + 1}: train {loss:.3f} bits/dim, held-out {test_bits:.3f} bits/dim, "
-                       f"T=0.7 samples finite: {finite}, sample std {np.std(drawn.numpy()):.1f}")
+                      f"T=0.7 samples finite: {finite}, sample std {np.std(drawn.numpy()):.1f}")
             if not finite:
                 print("  NON-FINITE held-out bits/dim or sample")
                 return
