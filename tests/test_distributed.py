@@ -14,7 +14,6 @@ exactly one step: 40 training images, global batch 40, dropout off.
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -23,6 +22,7 @@ import pytest
 
 import data
 import horovod_env
+from loopback import worker_addresses
 from optional_env import fail_on_ci_else_skip
 from saved_state import checkpoint_values
 from trainer import dist, flags, loop
@@ -68,15 +68,9 @@ def run_horovod(venv, arguments, temp_dir):
     return result
 
 
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def run_multi_worker(python, arguments, temp_dir):
     """Start every worker of a loopback cluster; returns their (stdout, stderr)."""
-    workers = [f"127.0.0.1:{free_port()}" for _ in range(PROCESSES)]
+    workers = worker_addresses(PROCESSES)
     processes = []
     for index in range(PROCESSES):
         config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}

@@ -19,6 +19,7 @@ import horovod_env
 import sample
 import train
 from cli_errors import error_line
+from loopback import worker_addresses
 from optional_env import fail_on_ci_else_skip, on_ci
 from saved_state import checkpoint_values
 from trainer import checkpoint, run_dir
@@ -416,13 +417,6 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(finished_run,
 
 # -- several processes --------------------------------------------------------------------------
 
-def free_port():
-    import socket
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def stop_lines(outputs):
     return [out.strip().splitlines()[-1] if out.strip() else "" for out, _ in outputs]
 
@@ -463,7 +457,7 @@ def signal_rank_one(processes, save_dir):
 def test_sigterm_to_one_worker_stops_every_worker_at_the_same_step(tiny_image_folder,
                                                                    tmp_path):
     save_dir = tmp_path / "workers"
-    workers = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    workers = worker_addresses(2)
     processes = []
     for index in range(2):
         config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
