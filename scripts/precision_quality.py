@@ -7,7 +7,10 @@ differently, so how far rounding alone moves a curve); prints the per-epoch test
 a PNG.
 
     python3 scripts/precision_quality.py --seed_runs pixelcnn,glow,biggan --rounding_runs pixelcnn \
-        --out docs/precision_quality.png
+        --second_pairs pixelcnn --out docs/precision_quality.png
+
+--second_pairs repeats the comparison from seed 2: bf16 (and, for --rounding_runs families, fp32
+on the Eigen kernels) against fp32 with seed 2, so that each difference is measured twice.
 
 Runs are written under --work and kept: a run that was stopped is resumed where it stopped by
 running the script again, a finished run trains on to the epochs RUNS asks for (a resume is
@@ -34,9 +37,18 @@ RUNS = {
     "biggan": ["--model", "biggan", "-d", "real32"],
 }
 # run name: (precision, seed, environment); fp32-seed2 measures the run-to-run noise bf16 is
-# compared with, fp32-eigen what float32 rounding alone does to the same run
+# compared with, fp32-eigen what float32 rounding alone does to the same run; the -seed2 runs
+# of bf16 and Eigen are a second such pair, compared with fp32-seed2
+EIGEN = {"TF_ENABLE_ONEDNN_OPTS": "0"}
 VARIANTS = {"fp32": ("fp32", 1, {}), "bf16": ("bf16", 1, {}), "fp32-seed2": ("fp32", 2, {}),
-            "fp32-eigen": ("fp32", 1, {"TF_ENABLE_ONEDNN_OPTS": "0"})}
+            "fp32-eigen": ("fp32", 1, EIGEN), "bf16-seed2": ("bf16", 2, {}),
+            "fp32-eigen-seed2": ("fp32", 2, EIGEN)}
+
+
+def reference(variant):
+    """The run a variant is compared with: fp32 with the variant's seed (fp32 itself for
+    fp32-seed2, the seed-to-seed difference)."""
+    return "fp32-seed2" if variant.endswith("-seed2") and variant != "fp32-seed2" else "fp32"
 
 
 def train(family, variant, work, data_dir):
@@ -67,8 +79,9 @@ def train(family, variant, work, data_dir):
 
 
 def compare(family, epochs):
-    """Print one line per epoch with every run's metrics, then the largest difference over the
-    epochs of fp32 against bf16 (and against fp32 with another seed, the run-to-run noise)."""
+    """Print one line per epoch with every run's metrics, then the largest and the mean
+    difference over the epochs of each run against its reference (fp32 with its seed; fp32 for
+    fp32-seed2, the run-to-run noise)."""
     metric = "test_bits_per_dim" if "test_bits_per_dim" in epochs["fp32"][0] else "G_loss"
     names = [metric] + (["D_loss"] if metric == "G_loss" else [])
     for rows in zip(*epochs.values()):
@@ -77,8 +90,9 @@ def compare(family, epochs):
         print(f"{family} epoch {rows[0]['epoch']}: {cells}")
     for other in list(epochs)[1:]:
         for name in names:
-            largest = max(abs(a[name] - b[name]) for a, b in zip(epochs["fp32"], epochs[other]))
-            print(f"{family}: largest |fp32 - {other}| of {name} over the epochs: {largest:.4f}")
+            gaps = [abs(a[name] - b[name]) for a, b in zip(epochs[reference(other)], epochs[other])]
+            print(f"{family}: |{reference(other)} - {other}| of {name} over the epochs: largest "
+                  f"{max(gaps):.4f}, mean {sum(gaps) / len(gaps):.4f}")
 
 
 def curves(family, epochs):
@@ -111,13 +125,23 @@ def main():
     parser.add_argument("--rounding_runs", default="",
                         help="families that also train fp32 on the Eigen kernels, the same run "
                              "rounded differently (e.g. pixelcnn)")
+    parser.add_argument("--second_pairs", default="",
+                        help="families (among --seed_runs) that also train bf16, and for "
+                             "--rounding_runs fp32 on the Eigen kernels, with seed 2")
     args = parser.parse_args()
+    if not set(args.second_pairs.split(",")) <= set(args.seed_runs.split(",")) | {""}:
+        parser.error("--second_pairs: every family in it must be in --seed_runs too (its second "
+                     "pair is compared with fp32 seed 2)")
     plots = []
     for family in args.families.split(","):
+        second = family in args.second_pairs.split(",")
         variants = ["fp32", "bf16"] + [
-            variant for variant, families in (("fp32-seed2", args.seed_runs),
-                                              ("fp32-eigen", args.rounding_runs))
-            if family in families.split(",")]
+            variant for variant, wanted in (
+                ("fp32-seed2", family in args.seed_runs.split(",")),
+                ("fp32-eigen", family in args.rounding_runs.split(",")),
+                ("bf16-seed2", second),
+                ("fp32-eigen-seed2", second and family in args.rounding_runs.split(",")))
+            if wanted]
         epochs = {variant: train(family, variant, args.work, args.data_dir)
                   for variant in variants}
         compare(family, epochs)
