@@ -109,7 +109,9 @@ def curves(family, epochs):
                 records.append({"step": row["step"], **{f"train/{name} {variant}": row[name]
                                                         for name in ("G_loss", "D_loss")}})
     image = draw_curves(records, size=(800, 300))
-    ImageDraw.Draw(image).text((450, 3), f"{family}: {' vs '.join(epochs)}", fill=(0, 0, 0))
+    pen = ImageDraw.Draw(image)
+    title = f"{family}: {' vs '.join(epochs)}"
+    pen.text((image.width - 5 - pen.textlength(title), 3), title, fill=(0, 0, 0))
     return image
 
 
