@@ -131,18 +131,18 @@ def main():
                         help="families (among --seed_runs) that also train bf16, and for "
                              "--rounding_runs fp32 on the Eigen kernels, with seed 2")
     args = parser.parse_args()
-    if not set(args.second_pairs.split(",")) <= set(args.seed_runs.split(",")) | {""}:
+    seed, rounding, second = (set(families.split(",")) - {""} for families in
+                              (args.seed_runs, args.rounding_runs, args.second_pairs))
+    if not second <= seed:
         parser.error("--second_pairs: every family in it must be in --seed_runs too (its second "
                      "pair is compared with fp32 seed 2)")
     plots = []
     for family in args.families.split(","):
-        second = family in args.second_pairs.split(",")
         variants = ["fp32", "bf16"] + [
             variant for variant, wanted in (
-                ("fp32-seed2", family in args.seed_runs.split(",")),
-                ("fp32-eigen", family in args.rounding_runs.split(",")),
-                ("bf16-seed2", second),
-                ("fp32-eigen-seed2", second and family in args.rounding_runs.split(",")))
+                ("fp32-seed2", family in seed), ("fp32-eigen", family in rounding),
+                ("bf16-seed2", family in second),
+                ("fp32-eigen-seed2", family in second and family in rounding))
             if wanted]
         epochs = {variant: train(family, variant, args.work, args.data_dir)
                   for variant in variants}

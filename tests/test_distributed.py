@@ -22,7 +22,7 @@ import pytest
 
 import data
 import horovod_env
-from loopback import worker_addresses
+from launch import clean_environment, worker_addresses
 from optional_env import fail_on_ci_else_skip
 from saved_state import checkpoint_values
 from trainer import dist, flags, loop
@@ -35,18 +35,12 @@ FAMILY_FLAGS = {
     "glow": ["--n_levels", "2", "--depth", "1", "--width", "8"],
 }
 TIMEOUT = 400
-LAUNCH_VARIABLES = ("TF_CONFIG", "HOROVOD_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
 
 
 def train_flags(family, folder, save_dir, batch, *extra):
     return ["train.py", "--model", family, "-d", "folder", "-i", folder, "--image_size", "8",
             "-b", str(batch), "-g", "1", "-x", "1", "-ns", "0", "-s", "7", "-o", str(save_dir),
             *FAMILY_FLAGS[family], *extra]
-
-
-def clean_environment(**extra):
-    env = {key: value for key, value in os.environ.items() if key not in LAUNCH_VARIABLES}
-    return {**env, "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
 
 
 def run_single(python, arguments):

@@ -19,7 +19,7 @@ import horovod_env
 import sample
 import train
 from cli_errors import error_line
-from loopback import worker_addresses
+from launch import clean_environment, worker_addresses
 from optional_env import fail_on_ci_else_skip, on_ci
 from saved_state import checkpoint_values
 from trainer import checkpoint, run_dir
@@ -461,12 +461,10 @@ def test_sigterm_to_one_worker_stops_every_worker_at_the_same_step(tiny_image_fo
     processes = []
     for index in range(2):
         config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        env = {key: value for key, value in os.environ.items()
-               if key not in ("HOROVOD_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")}
         processes.append(subprocess.Popen(
             [sys.executable, *multi_process_flags(tiny_image_folder, save_dir)], cwd=REPO_ROOT,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**env, "TF_CONFIG": json.dumps(config), "TF_CPP_MIN_LOG_LEVEL": "2"}))
+            env=clean_environment(TF_CONFIG=json.dumps(config))))
     outputs = signal_rank_one(processes, save_dir)
     for process, (out, err) in zip(processes, outputs):
         assert process.returncode == train.EXIT_STOPPED, out[-2000:] + err[-3000:]
@@ -485,9 +483,8 @@ def test_sigterm_to_one_horovod_rank_stops_every_rank_at_the_same_step(tiny_imag
         fail_on_ci_else_skip(f"could not build the Horovod environment: {error}")
     save_dir = tmp_path / "ranks"
     bin_dir = os.path.join(venv, "bin")
-    env = {key: value for key, value in os.environ.items() if key != "TF_CONFIG"}
-    env.update(PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""), TF_CPP_MIN_LOG_LEVEL="2",
-               TF_ENABLE_ONEDNN_OPTS="0")
+    env = clean_environment(PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""),
+                            TF_ENABLE_ONEDNN_OPTS="0")
     process = subprocess.Popen(
         [os.path.join(bin_dir, "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo",
          os.path.join(bin_dir, "python"), *multi_process_flags(tiny_image_folder, save_dir)],
